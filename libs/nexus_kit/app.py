@@ -1,0 +1,145 @@
+"""The app factory: every Nexus service is ``create_app(settings, routers=..., checks=...)``.
+
+It gives a service ``/health``, ``/readyz``, ``/v1/metadata`` and ``/metrics``, request ids and
+the access log, OpenAI-shaped errors, etcd registration and graceful drain. A service adds
+only its routers, its checks and (optionally) a lifespan for its own resources.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import APIRouter, FastAPI
+from fastapi.routing import APIRoute
+
+from .drain import Drainer
+from .handlers import install_error_handlers
+from .health import Check, CheckResult
+from .logging import configure_logging
+from .metadata import Capabilities, Endpoint, ModelInfo, Resources, ServiceInfo, ServiceMetadata
+from .metrics import HttpMetrics
+from .middleware import InFlight, RequestContextMiddleware
+from .registration import Registrar
+from .routes import kit_router
+from .settings import ServiceSettings
+
+ServiceLifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+ModelsProvider = Sequence[ModelInfo] | Callable[[], Sequence[ModelInfo]]
+OptionsProvider = Mapping[str, Any] | Callable[[], Mapping[str, Any]]
+
+NEXUS_OPENAPI_KEY = "x-nexus"
+
+
+def endpoint_flags(*, streaming: bool = False, public: bool = False) -> dict[str, Any]:
+    """``openapi_extra`` for a route: how the gateway should treat it."""
+    return {NEXUS_OPENAPI_KEY: {"streaming": streaming, "public": public}}
+
+
+@dataclass
+class KitState:
+    """Everything the kit keeps for one app, at ``app.state.kit``."""
+
+    settings: ServiceSettings
+    metrics: HttpMetrics
+    registrar: Registrar
+    in_flight: InFlight
+    drainer: Drainer
+    checks: list[Check]
+    describe: Callable[[], ServiceMetadata]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def endpoints_of(routers: Sequence[APIRouter]) -> list[Endpoint]:
+    """The metadata endpoints, read off the service's own routes."""
+    found: list[Endpoint] = []
+    for router in routers:
+        for route in router.routes:
+            if not isinstance(route, APIRoute) or not route.include_in_schema:
+                continue
+            flags = (route.openapi_extra or {}).get(NEXUS_OPENAPI_KEY, {})
+            for method in sorted(route.methods - {"HEAD", "OPTIONS"}):
+                found.append(
+                    Endpoint(
+                        path=route.path,
+                        method=method,
+                        operation_id=route.operation_id or route.name,
+                        streaming=bool(flags.get("streaming", False)),
+                        public=bool(flags.get("public", False)),
+                        summary=route.summary,
+                    )
+                )
+    return found
+
+
+def create_app(
+    settings: ServiceSettings,
+    *,
+    description: str = "",
+    capabilities: Capabilities | None = None,
+    routers: Sequence[APIRouter] = (),
+    checks: Sequence[Check] = (),
+    models: ModelsProvider = (),
+    options: OptionsProvider | None = None,
+    resources: Resources | None = None,
+    lifespan: ServiceLifespan | None = None,
+) -> FastAPI:
+    """Build a service app. Does no I/O: connections open in the lifespan."""
+    metrics = HttpMetrics()
+    registrar = Registrar(settings)
+    in_flight = InFlight()
+    drainer = Drainer(registrar, in_flight, settings.shutdown_grace_s)
+    endpoints = endpoints_of(routers)
+    caps = capabilities or Capabilities(streaming=any(e.streaming for e in endpoints))
+
+    def describe() -> ServiceMetadata:
+        return ServiceMetadata(
+            service=ServiceInfo(
+                name=settings.service_name,
+                version=settings.service_version,
+                description=description,
+                instance_id=settings.instance_id,
+            ),
+            capabilities=caps,
+            endpoints=endpoints,
+            models=list(models() if callable(models) else models),
+            options=dict(options() if callable(options) else (options or {})),
+            resources=resources,
+        )
+
+    async def registry_probe() -> CheckResult:
+        return await registrar.check()
+
+    all_checks = [*checks, Check("registry", registry_probe, critical=False)]
+
+    @asynccontextmanager
+    async def kit_lifespan(app: FastAPI) -> AsyncIterator[None]:
+        configure_logging(settings.log_level, settings.service_name)
+        drainer.install()
+        async with AsyncExitStack() as stack:
+            if lifespan is not None:
+                await stack.enter_async_context(lifespan(app))
+            registrar.start()
+            try:
+                yield
+            finally:
+                await registrar.stop()
+                drainer.uninstall()
+
+    app = FastAPI(
+        title=f"nexus-{settings.service_name}",
+        version=settings.service_version,
+        description=description,
+        lifespan=kit_lifespan,
+        # curl -d sends form content-type; clients still mean JSON, so parse it as JSON.
+        strict_content_type=False,
+    )
+    app.state.kit = KitState(settings, metrics, registrar, in_flight, drainer, all_checks, describe)
+    install_error_handlers(app)
+    app.include_router(kit_router)
+    for router in routers:
+        app.include_router(router)
+    app.add_middleware(RequestContextMiddleware, metrics=metrics, in_flight=in_flight)
+    return app

@@ -1,0 +1,122 @@
+"""One pure-ASGI middleware for request ids, the access log line, metrics and in-flight tracking.
+
+Pure ASGI (not ``BaseHTTPMiddleware``) so streaming bodies pass through untouched and the
+request-id contextvar is visible to the route and everything it calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import orjson
+import structlog
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .errors import error_envelope
+from .logging import get_logger
+from .metrics import HttpMetrics
+from .requestid import REQUEST_ID_HEADER, accept_or_generate, set_request_id
+
+_QUIET_PATHS = frozenset({"/health", "/readyz", "/metrics"})
+log = get_logger("nexus.http")
+
+
+class InFlight:
+    """Tracks running request tasks so a drain can wait for them or cut them at the deadline."""
+
+    def __init__(self) -> None:
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    def enter(self) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self.tasks.add(task)
+            self.idle.clear()
+
+    def leave(self) -> None:
+        task = asyncio.current_task()
+        self.tasks.discard(task)  # type: ignore[arg-type]
+        if not self.tasks:
+            self.idle.set()
+
+    def cancel_all(self) -> int:
+        for task in self.tasks:
+            task.cancel()
+        return len(self.tasks)
+
+
+class RequestContextMiddleware:
+    def __init__(self, app: ASGIApp, metrics: HttpMetrics, in_flight: InFlight) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.in_flight = in_flight
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        raw_id = next((v for k, v in scope["headers"] if k == b"x-request-id"), None)
+        request_id = accept_or_generate(raw_id)
+        set_request_id(request_id)
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        scope.setdefault("state", {})["request_id"] = request_id
+        status = 500
+        started = False
+        start = time.perf_counter()
+        id_header = (REQUEST_ID_HEADER.encode(), request_id.encode())
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status, started
+            if message["type"] == "http.response.start":
+                started = True
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), id_header]
+            await send(message)
+
+        self.in_flight.enter()
+        self.metrics.in_flight.inc()
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except Exception:
+            status = 500
+            log.exception("unhandled error", method=scope["method"], path=scope["path"])
+            if not started:
+                await _send_500(send, id_header, request_id)
+        finally:
+            self.in_flight.leave()
+            self.metrics.in_flight.dec()
+            elapsed = time.perf_counter() - start
+            route = getattr(scope.get("route"), "path", None) or "<unmatched>"
+            self.metrics.observe(scope["method"], route, status, elapsed)
+            path = scope["path"]
+            level = "debug" if path in _QUIET_PATHS and status < 400 else "info"
+            getattr(log, level)(
+                "request",
+                method=scope["method"],
+                path=path,
+                status=status,
+                duration_ms=round(elapsed * 1000, 2),
+            )
+            structlog.contextvars.unbind_contextvars("request_id")
+
+
+async def _send_500(send: Send, id_header: tuple[bytes, bytes], request_id: str) -> None:
+    body = orjson.dumps(
+        error_envelope(
+            f"The server had an error while processing your request (request id {request_id}).",
+            "server_error",
+            "internal_error",
+        )
+    )
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 500,
+            "headers": [(b"content-type", b"application/json"), id_header],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,95 @@
+"""Service settings: one pydantic-settings base class every service extends.
+
+Settings come from the environment and from a ``.env`` file in the directory the service is
+started from (its own directory, as ``uvicorn app.main:app`` is run there). Tests build a
+settings object with explicit values and hand it to the app factory instead.
+"""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from typing import Any, TypeVar
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+S = TypeVar("S", bound="ServiceSettings")
+
+
+class ServiceSettings(BaseSettings):
+    """What every Nexus service reads from its environment."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", validate_default=True
+    )
+
+    service_name: str = Field("service", pattern=r"^[a-z][a-z0-9-]{0,62}$")
+    service_version: str = "0.1.0"
+    service_port: int = Field(8000, ge=1, le=65535)
+    service_advertise_url: str | None = None
+    service_instance_id: str | None = None
+    etcd_endpoints: str = ""
+    nexus_etcd_prefix: str = "/nexus/services/"
+    etcd_lease_ttl_s: int = Field(15, ge=2, le=3600)
+    shutdown_grace_s: float = Field(10.0, ge=0, le=600)
+    log_level: str = "INFO"
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        return level
+
+    @field_validator("nexus_etcd_prefix")
+    @classmethod
+    def _slash_prefix(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError("must start with '/'")
+        return value if value.endswith("/") else value + "/"
+
+    @field_validator("etcd_endpoints")
+    @classmethod
+    def _endpoints(cls, value: str) -> str:
+        for item in filter(None, (p.strip() for p in value.split(","))):
+            if not item.startswith(("http://", "https://")) or ":" not in item.split("//", 1)[1]:
+                raise ValueError(f"{item!r} is not of the form http://host:port")
+        return value
+
+    @property
+    def advertise_url(self) -> str:
+        """Base URL other components use to reach this instance."""
+        url = self.service_advertise_url or f"http://127.0.0.1:{self.service_port}"
+        return url.rstrip("/")
+
+    @property
+    def instance_id(self) -> str:
+        """Stable for the life of the settings object; the etcd key's last segment."""
+        if self.service_instance_id is None:
+            self.service_instance_id = f"{self.service_name}-{uuid.uuid4().hex[:8]}"
+        return self.service_instance_id
+
+    @property
+    def etcd_endpoint_list(self) -> list[str]:
+        return [p.strip() for p in self.etcd_endpoints.split(",") if p.strip()]
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """One line naming each bad variable, as an operator would type it."""
+    parts = []
+    for item in error.errors():
+        name = "_".join(str(p) for p in item["loc"]).upper() or "settings"
+        given: Any = item.get("input")
+        parts.append(f"{name}={given!r}: {item['msg']}")
+    return "invalid configuration: " + "; ".join(parts)
+
+
+def load_settings(cls: type[S], **overrides: Any) -> S:
+    """Read settings from env/.env; on a bad value print one clear line and exit(2)."""
+    try:
+        return cls(**overrides)
+    except ValidationError as error:
+        print(f"{cls.__name__}: {describe_validation_error(error)}", file=sys.stderr)
+        raise SystemExit(2) from None
