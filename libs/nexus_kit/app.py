@@ -60,7 +60,7 @@ def endpoints_of(routers: Sequence[APIRouter]) -> list[Endpoint]:
             if not isinstance(route, APIRoute) or not route.include_in_schema:
                 continue
             flags = (route.openapi_extra or {}).get(NEXUS_OPENAPI_KEY, {})
-            for method in sorted(route.methods - {"HEAD", "OPTIONS"}):
+            for method in sorted((route.methods or set()) - {"HEAD", "OPTIONS"}):
                 found.append(
                     Endpoint(
                         path=route.path,

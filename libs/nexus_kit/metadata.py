@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-SCHEMA_VERSION = "v1"
+SCHEMA_VERSION: Literal["v1"] = "v1"
 
 # Standard operation ids the gateway knows by name (others are routed all the same).
 STANDARD_OPERATIONS = (

@@ -6,6 +6,7 @@ Run from this directory: ``uvicorn app.main:app --port 9000`` or ``python -m app
 from __future__ import annotations
 
 from fastapi import FastAPI
+
 from nexus_kit import Capabilities, create_app, load_settings
 from nexus_kit.run import serve
 
