@@ -64,7 +64,7 @@ def endpoints_of(routers: Sequence[APIRouter]) -> list[Endpoint]:
                 found.append(
                     Endpoint(
                         path=route.path,
-                        method=method,
+                        method=method,  # type: ignore[arg-type]
                         operation_id=route.operation_id or route.name,
                         streaming=bool(flags.get("streaming", False)),
                         public=bool(flags.get("public", False)),
