@@ -22,8 +22,14 @@ def _redact(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
 
 def configure_logging(level: str = "INFO", service: str | None = None) -> None:
     """Route structlog and stdlib logging (uvicorn's included) to JSON lines on stderr."""
+    def add_service(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+        if service:
+            event.setdefault("service", service)
+        return event
+
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
+        add_service,
         structlog.stdlib.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _redact,
@@ -54,8 +60,6 @@ def configure_logging(level: str = "INFO", service: str | None = None) -> None:
     logging.getLogger("uvicorn.access").disabled = True
     for noisy in ("httpx", "httpcore", "grpc", "asyncio"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
-    if service:
-        structlog.contextvars.bind_contextvars(service=service)
 
 
 def get_logger(name: str | None = None) -> structlog.stdlib.BoundLogger:

@@ -6,7 +6,6 @@ Schema generated from it (``metadata_json_schema``) and a test keeps the two equ
 
 from __future__ import annotations
 
-import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -23,8 +22,9 @@ STANDARD_OPERATIONS = (
     "audio.speech",
 )
 
-_PATH_RE = re.compile(r"^/(?:[A-Za-z0-9._~!$&'()*+,;=:@-]+|\{[A-Za-z_][A-Za-z0-9_]*\})"
-                      r"(?:/(?:[A-Za-z0-9._~!$&'()*+,;=:@-]+|\{[A-Za-z_][A-Za-z0-9_]*\}))*/?$")
+# An absolute path whose segments are literal or a whole-segment ``{param}``.
+_SEGMENT = r"(?:[A-Za-z0-9._~!$&'()*+,;=:@-]+|\{[A-Za-z_][A-Za-z0-9_]*\})"
+PATH_PATTERN = rf"^(?:/{_SEGMENT})+/?$|^/$"
 
 
 class _Model(BaseModel):
@@ -46,7 +46,7 @@ class Capabilities(_Model):
 
 
 class Endpoint(_Model):
-    path: str
+    path: str = Field(pattern=PATH_PATTERN)
     method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
     operation_id: str = Field(min_length=1)
     streaming: bool = False
@@ -57,13 +57,6 @@ class Endpoint(_Model):
     @classmethod
     def _upper(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
-
-    @field_validator("path")
-    @classmethod
-    def _path(cls, value: str) -> str:
-        if not _PATH_RE.match(value):
-            raise ValueError("must be an absolute path; '{param}' segments match one segment")
-        return value
 
 
 class ModelInfo(_Model):

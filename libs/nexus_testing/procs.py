@@ -30,7 +30,8 @@ class ServiceProcess:
         }
         self.args = args
         self.proc: subprocess.Popen[bytes] | None = None
-        self.log = tempfile.NamedTemporaryFile(prefix="nexus-svc-", suffix=".log", delete=False)
+        fd, self.log_path = tempfile.mkstemp(prefix="nexus-svc-", suffix=".log")
+        os.close(fd)
 
     @property
     def url(self) -> str:
@@ -41,9 +42,10 @@ class ServiceProcess:
             sys.executable, "-m", "uvicorn", "app.main:app",
             "--host", "127.0.0.1", "--port", str(self.port),
         ]  # fmt: skip
-        self.proc = subprocess.Popen(
-            cmd, cwd=self.service_dir, env=self.env, stdout=self.log, stderr=subprocess.STDOUT
-        )
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                cmd, cwd=self.service_dir, env=self.env, stdout=log, stderr=subprocess.STDOUT
+            )
         if wait:
             try:
                 wait_for_http(self.url + wait, timeout_s=timeout_s)
@@ -52,7 +54,7 @@ class ServiceProcess:
         return self
 
     def output(self) -> str:
-        return Path(self.log.name).read_text(errors="replace")
+        return Path(self.log_path).read_text(errors="replace")
 
     def signal(self, sig: int) -> None:
         if self.proc is not None and self.proc.poll() is None:

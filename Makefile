@@ -1,0 +1,63 @@
+# Nexus developer commands. Everything runs from the repo's own virtualenv in .venv/.
+#   make up     start etcd + every service locally (Ctrl-C stops them all)
+#   make test   bootstrap, lint, type-check and run every test suite
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+PY     := $(VENV)/bin/python
+UV     := $(VENV)/bin/uv
+UV_VERSION := 0.13.8
+STAMP  := $(VENV)/.synced
+EXTRAS := $(VENV)/.extras
+SERVICES := $(patsubst services/%/pyproject.toml,%,$(wildcard services/*/pyproject.toml))
+
+.PHONY: bootstrap extras up test test-only lint typecheck requirements bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): $(PY) uv.lock pyproject.toml libs/pyproject.toml $(wildcard services/*/pyproject.toml)
+	$(PY) -m pip install -q --disable-pip-version-check uv==$(UV_VERSION)
+	# --inexact keeps the optional torch/diffusers extra that pip installs (see `extras`)
+	$(UV) sync --frozen --all-packages --inexact
+	touch $@
+
+bootstrap: $(STAMP)
+
+# Optional heavy extras the test suites exercise for real (torch CPU + diffusers for images).
+$(EXTRAS): $(STAMP) $(wildcard services/*/requirements-*.txt)
+	for f in $(wildcard services/*/requirements-*.txt); do \
+		$(PY) -m pip install -q --disable-pip-version-check -r $$f || exit 1; done
+	touch $@
+
+extras: $(EXTRAS)
+
+up: bootstrap
+	$(VENV)/bin/nexus up
+
+lint: bootstrap
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
+
+typecheck: bootstrap
+	$(VENV)/bin/mypy libs/nexus_kit libs/nexus_cli libs/nexus_testing
+	for s in $(SERVICES); do (cd services/$$s && ../../$(VENV)/bin/mypy app) || exit 1; done
+
+test: bootstrap extras lint typecheck
+	$(PY) scripts/test_all.py
+
+# Run a subset: make test-only SUITES="services/gateway libs"
+test-only: bootstrap
+	$(PY) scripts/test_all.py $(SUITES)
+
+# Regenerate each service's requirements.txt (its container's pins) from uv.lock.
+requirements: bootstrap
+	for s in $(SERVICES); do \
+		$(UV) export --frozen --package nexus-$$s --no-hashes --no-dev --no-emit-workspace \
+			--output-file services/$$s/requirements.txt -q || exit 1; done
+
+bench: bootstrap
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) .nexus .mypy_cache .ruff_cache

@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jsonschema
+import pytest
+import yaml
+from asgi_lifespan import LifespanManager
+from fastapi import APIRouter, FastAPI
+from nexus_kit import ServiceSettings, create_app
+
+OPENAPI = Path(__file__).resolve().parents[2].parent / "shared" / "openai-openapi.yaml"
+
+
+@lru_cache(maxsize=1)
+def openai_spec() -> dict[str, Any]:
+    with OPENAPI.open() as fh:
+        loaded: dict[str, Any] = yaml.safe_load(fh)
+    return loaded
+
+
+def assert_openai_schema(component: str, document: Any) -> None:
+    """Validate ``document`` against one of OpenAI's published component schemas."""
+    spec = openai_spec()
+    schema = {"$ref": f"#/components/schemas/{component}", "components": spec["components"]}
+    jsonschema.Draft202012Validator(schema).validate(document)
+
+
+@pytest.fixture
+def settings() -> ServiceSettings:
+    return ServiceSettings(service_name="kit-test", service_port=9999, etcd_endpoints="")
+
+
+@pytest.fixture
+def make_client() -> Callable[..., Any]:
+    async def _make(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+        async with LifespanManager(app) as manager:
+            transport = httpx.ASGITransport(app=manager.app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://kit") as client:
+                yield client
+
+    return _make
+
+
+@pytest.fixture
+async def client(settings: ServiceSettings) -> AsyncIterator[httpx.AsyncClient]:
+    from kit_app import demo_router
+
+    app = create_app(settings, description="demo", routers=[demo_router()])
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://kit") as c:
+            yield c
+
+
+__all__ = ["APIRouter", "assert_openai_schema"]
