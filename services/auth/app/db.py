@@ -1,0 +1,76 @@
+"""The database: one async SQLAlchemy engine and session factory, schema created at startup.
+
+SQLite (aiosqlite) by default, PostgreSQL (asyncpg) when ``DATABASE_URL`` says so. With
+``DATABASE_SCHEMA`` set on PostgreSQL the tables live in that schema (created if missing),
+so the service can share a database with others.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+from nexus_kit import CheckResult
+
+from .models import Base
+
+
+class Database:
+    def __init__(self, url: str, schema: str | None = None) -> None:
+        self.url = url
+        self.schema = None if url.startswith("sqlite") else schema
+        self.engine: AsyncEngine = create_async_engine(url, **_engine_options(url, self.schema))
+        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        if url.startswith("sqlite"):
+            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+
+    def session(self) -> AsyncSession:
+        return self.sessions()
+
+    async def create_schema(self) -> None:
+        async with self.engine.begin() as conn:
+            if self.schema:
+                await conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"'))
+            await conn.run_sync(Base.metadata.create_all)
+
+    async def ping(self) -> CheckResult:
+        async with self.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+        return CheckResult(True, self.engine.dialect.name)
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite URL (None for in-memory or other databases)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
+
+
+def _engine_options(url: str, schema: str | None) -> dict[str, Any]:
+    if url.startswith("sqlite"):
+        return {"connect_args": {"timeout": 15}}
+    options: dict[str, Any] = {"pool_pre_ping": True}
+    if schema:
+        # schema is validated as [a-z_][a-z0-9_]*, so quoting it is enough.
+        options["connect_args"] = {"server_settings": {"search_path": f'"{schema}"'}}
+    return options
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.close()
