@@ -41,7 +41,8 @@ lint: bootstrap
 
 typecheck: bootstrap
 	$(VENV)/bin/mypy libs/nexus_kit libs/nexus_cli libs/nexus_testing
-	for s in $(SERVICES); do (cd services/$$s && ../../$(VENV)/bin/mypy app) || exit 1; done
+	cd libs && ../$(VENV)/bin/mypy tests
+	for s in $(SERVICES); do (cd services/$$s && ../../$(VENV)/bin/mypy app tests) || exit 1; done
 
 test: bootstrap extras lint typecheck
 	$(PY) scripts/test_all.py

@@ -10,7 +10,9 @@ from pathlib import Path
 from nexus_kit.metadata import metadata_json_schema
 
 SPEC = Path(__file__).resolve().parents[1] / "SERVICE_API_SPECIFICATION.md"
-BLOCK = re.compile(r"(<!-- metadata-schema:begin -->\n```json\n)(.*?)(```\n<!-- metadata-schema:end -->)", re.S)
+BLOCK = re.compile(
+    r"(<!-- metadata-schema:begin -->\n```json\n)(.*?)(```\n<!-- metadata-schema:end -->)", re.S
+)
 
 
 def rendered_schema() -> str:

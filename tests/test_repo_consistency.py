@@ -22,6 +22,10 @@ def test_spec_embeds_current_metadata_schema() -> None:
     )
 
 
+def _pins(text: str) -> list[str]:
+    return [line for line in text.splitlines() if not line.startswith("#")]
+
+
 @pytest.mark.parametrize("service", SERVICES, ids=lambda p: p.name)
 def test_requirements_match_lock(service: Path) -> None:
     uv = Path(sys.executable).parent / "uv"
@@ -31,7 +35,6 @@ def test_requirements_match_lock(service: Path) -> None:
         cwd=ROOT, capture_output=True, text=True, check=True,
     ).stdout
     committed = (service / "requirements.txt").read_text()
-    strip = lambda text: [l for l in text.splitlines() if not l.startswith("#")]  # noqa: E731
-    assert strip(committed) == strip(exported), (
+    assert _pins(committed) == _pins(exported), (
         f"services/{service.name}/requirements.txt drifted from uv.lock: run `make requirements`"
     )

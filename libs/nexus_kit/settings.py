@@ -86,8 +86,28 @@ def describe_validation_error(error: ValidationError) -> str:
     return "invalid configuration: " + "; ".join(parts)
 
 
+def cli_port(argv: list[str]) -> int | None:
+    """The ``--port`` given to ``uvicorn app.main:app`` on the command line, if any."""
+    for i, arg in enumerate(argv):
+        value = None
+        if arg == "--port" and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif arg.startswith("--port="):
+            value = arg.split("=", 1)[1]
+        if value is not None and value.isdigit():
+            return int(value)
+    return None
+
+
 def load_settings(cls: type[S], **overrides: Any) -> S:
-    """Read settings from env/.env; on a bad value print one clear line and exit(2)."""
+    """Read settings from env/.env; on a bad value print one clear line and exit(2).
+
+    When started as ``uvicorn app.main:app --port N``, N is the port the process really listens
+    on, so it wins over ``SERVICE_PORT`` (otherwise the instance would advertise a wrong URL).
+    """
+    port = cli_port(sys.argv)
+    if port is not None:
+        overrides.setdefault("service_port", port)
     try:
         return cls(**overrides)
     except ValidationError as error:

@@ -11,6 +11,7 @@ import pytest
 import yaml
 from asgi_lifespan import LifespanManager
 from fastapi import APIRouter, FastAPI
+
 from nexus_kit import ServiceSettings, create_app
 
 OPENAPI = Path(__file__).resolve().parents[2].parent / "shared" / "openai-openapi.yaml"

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
+
 from nexus_kit import InvalidRequestError, ModelNotFoundError, endpoint_flags, forward_headers
 from nexus_kit.logging import get_logger
-from pydantic import BaseModel, Field
 
 
 class Item(BaseModel):
@@ -23,7 +26,9 @@ def demo_router() -> APIRouter:
         get_logger("demo").info("created", item=item.name)
         return {"ok": True, "name": item.name}
 
-    @router.get("/v1/items/{item_id}", operation_id="demo.get", openapi_extra=endpoint_flags(public=True))
+    @router.get(
+        "/v1/items/{item_id}", operation_id="demo.get", openapi_extra=endpoint_flags(public=True)
+    )
     async def get(item_id: str) -> dict[str, str]:
         if item_id == "missing-model":
             raise ModelNotFoundError("gpt-x")
@@ -35,9 +40,11 @@ def demo_router() -> APIRouter:
     async def boom() -> dict[str, str]:
         raise RuntimeError("secret internal detail")
 
-    @router.get("/v1/stream", operation_id="demo.stream", openapi_extra=endpoint_flags(streaming=True))
+    @router.get(
+        "/v1/stream", operation_id="demo.stream", openapi_extra=endpoint_flags(streaming=True)
+    )
     async def stream() -> StreamingResponse:
-        async def gen():  # type: ignore[no-untyped-def]
+        async def gen() -> AsyncIterator[bytes]:
             for i in range(3):
                 yield f"data: {i}\n\n".encode()
 

@@ -8,6 +8,7 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 from conftest import assert_openai_schema
+
 from nexus_kit import Check, CheckResult, ServiceSettings, create_app
 
 
@@ -86,7 +87,8 @@ async def test_metrics_count_requests_by_route_template(client: httpx.AsyncClien
     await client.get("/v1/items/abc")
     await client.get("/v1/items/def")
     text = (await client.get("/metrics")).text
-    assert 'nexus_http_requests_total{method="GET",route="/v1/items/{item_id}",status="200"} 2.0' in text
+    labels = 'method="GET",route="/v1/items/{item_id}",status="200"'
+    assert f"nexus_http_requests_total{{{labels}}} 2.0" in text
     assert "nexus_http_request_duration_seconds_bucket" in text
 
 

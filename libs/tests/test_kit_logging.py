@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
+
 from nexus_kit.logging import configure_logging, get_logger
 from nexus_testing import ServiceProcess
-
-from pathlib import Path
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "services" / "template"
 
@@ -33,8 +33,10 @@ def test_request_log_line_has_request_id_and_fields() -> None:
         httpx.post(f"{svc.url}/v1/echo", json={"message": "hi"}, headers={"X-Request-ID": "rid-7"})
     finally:
         svc.stop()
-    events = [json.loads(l) for l in svc.output().splitlines() if l.startswith("{")]
-    request_lines = [e for e in events if e.get("event") == "request" and e.get("path") == "/v1/echo"]
+    events = [json.loads(line) for line in svc.output().splitlines() if line.startswith("{")]
+    request_lines = [
+        e for e in events if e.get("event") == "request" and e.get("path") == "/v1/echo"
+    ]
     assert len(request_lines) == 1
     line = request_lines[0]
     assert line["request_id"] == "rid-7"

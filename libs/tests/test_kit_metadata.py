@@ -6,8 +6,9 @@ from typing import Any
 
 import jsonschema
 import pytest
-from nexus_kit.metadata import ServiceMetadata, metadata_json_schema
 from pydantic import ValidationError
+
+from nexus_kit.metadata import ServiceMetadata, metadata_json_schema
 
 DESIGN_EXAMPLE: dict[str, Any] = {
     "schema_version": "v1",

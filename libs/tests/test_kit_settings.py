@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from nexus_kit import ServiceSettings, load_settings
 
 

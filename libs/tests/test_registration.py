@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from nexus_testing import EtcdServer, ServiceProcess
 
 pytestmark = pytest.mark.integration
@@ -61,6 +62,25 @@ def test_registers_key_and_value(etcd: EtcdServer) -> None:
         }
         ready = httpx.get(f"{svc.url}/readyz").json()
         assert ready["checks"]["registry"]["status"] == "ok"
+    finally:
+        svc.stop()
+
+
+def test_advertises_the_port_given_to_uvicorn(etcd: EtcdServer) -> None:
+    import os
+    import sys
+
+    from nexus_testing import free_port
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "SERVICE_PORT"}
+    svc = ServiceProcess(TEMPLATE, port=port, args=[
+        sys.executable, "-m", "uvicorn", "app.main:app", "--port", str(port)])
+    svc.env = {**env, "ETCD_ENDPOINTS": etcd.endpoint, "SERVICE_NAME": "byhand"}
+    svc.start()
+    try:
+        keys = wait_until(lambda: etcd.get_prefix(PREFIX + "byhand/"), 5, "registration")
+        assert json.loads(next(iter(keys.values())))["base_url"] == f"http://127.0.0.1:{port}"
     finally:
         svc.stop()
 
@@ -178,7 +198,8 @@ def test_grace_period_bounds_shutdown(etcd: EtcdServer) -> None:
     reader.start()
     assert got_first.wait(10)
     svc.signal(signal.SIGTERM)
-    assert svc.wait(15) in CLEAN_EXIT  # a 100 s stream did not hold the process past its grace period
+    # a 100 s stream did not hold the process past its grace period
+    assert svc.wait(15) in CLEAN_EXIT
     reader.join(10)
     assert not b"".join(body).endswith(b"end\n")
     assert etcd.get_prefix(PREFIX + "stubborn/") == {}

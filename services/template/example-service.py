@@ -123,4 +123,4 @@ async def echo(request: Request) -> JSONResponse:
 
 
 if __name__ == "__main__":
-    uvicorn.run(app, host="0.0.0.0", port=PORT)  # noqa: S104
+    uvicorn.run(app, host="0.0.0.0", port=PORT)

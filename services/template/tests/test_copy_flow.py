@@ -1,4 +1,4 @@
-"""Copying the template is all it takes: a copy registers and describes itself under its new name."""
+"""Copying the template is all it takes: a copy registers and describes itself by its new name."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import jsonschema
 import pytest
+
 from nexus_kit.metadata import metadata_json_schema
 from nexus_testing import EtcdServer, ServiceProcess, free_port
 

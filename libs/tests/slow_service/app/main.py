@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import StreamingResponse
+
 from nexus_kit import ServiceSettings, create_app, endpoint_flags, load_settings
 
 router = APIRouter()
