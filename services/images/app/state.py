@@ -27,9 +27,9 @@ class ImagesState:
     files: FileStore
 
     @classmethod
-    def create(cls, settings: ImagesSettings, backend: ImageBackend, metrics: ImagesMetrics) -> (
-        ImagesState
-    ):
+    def create(
+        cls, settings: ImagesSettings, backend: ImageBackend, metrics: ImagesMetrics
+    ) -> ImagesState:
         """Wire the parts together; no I/O (that happens in ``lifespan``)."""
         return cls(
             settings=settings,
