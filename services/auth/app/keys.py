@@ -43,6 +43,7 @@ class SigningKey:
             base = dict(OKPAlgorithm.to_jwk(self.public_key, as_dict=True))
         else:
             base = dict(RSAAlgorithm.to_jwk(self.public_key, as_dict=True))
+        base.pop("key_ops", None)  # RFC 7517: not together with "use"
         return {**base, "kid": self.kid, "use": "sig", "alg": self.algorithm}
 
 

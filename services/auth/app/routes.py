@@ -25,15 +25,15 @@ from .deps import (
     authenticate,
 )
 from .models import ApiKey, User
-from .security import display_prefix, new_api_key
+from .security import ID_RE, display_prefix, new_api_key
 from .state import AuthState
 
 router = APIRouter(route_class=BodyLimitRoute, tags=["auth"])
 log = get_logger("nexus.auth")
 PUBLIC = endpoint_flags(public=True)
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
-IdParam = Annotated[str, Path(alias="id", max_length=64)]
-UserFilter = Annotated[str | None, Query(max_length=64)]
+IdParam = Annotated[str, Path(alias="id")]
+UserFilter = Annotated[str | None, Query(max_length=40, pattern=schemas.ID_PATTERN)]
 
 
 def _user(user: User) -> schemas.User:
@@ -158,8 +158,10 @@ async def delete_api_key(
     key_id: IdParam, state: StateDep, principal: CurrentPrincipal
 ) -> schemas.DeletedApiKey:
     owner = None if principal.is_admin else principal.user_id
-    async with state.db.session() as session:
-        revoked = await store.revoke_key(session, key_id, owner)
+    revoked = False
+    if ID_RE.match(key_id):
+        async with state.db.session() as session:
+            revoked = await store.revoke_key(session, key_id, owner)
     if not revoked:
         raise NotFoundError(f"No active API key with id '{key_id}'.", param="id")
     log.info("api key revoked", key_id=key_id, by=principal.user_id)

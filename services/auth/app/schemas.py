@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 Role = Literal["admin", "user"]
+ID_PATTERN = r"^[a-z]{2,3}_[0-9a-f]{24}$"
 
 
 class _Request(BaseModel):
@@ -64,7 +65,7 @@ class CreateApiKeyRequest(_Request):
     name: str = Field(min_length=1, max_length=128)
     rate_limit_rpm: int | None = Field(None, ge=1, le=1_000_000)
     user_id: str | None = Field(
-        None, max_length=40, description="Owner (admins only); default: the caller."
+        None, max_length=40, pattern=ID_PATTERN, description="Owner (admins only); default: you."
     )
 
 
@@ -111,4 +112,4 @@ class Introspection(BaseModel):
 
 
 class Jwks(BaseModel):
-    keys: list[dict[str, str]]
+    keys: list[dict[str, Any]]

@@ -35,6 +35,10 @@ API_KEY_PREFIX = "nx-"
 REFRESH_TOKEN_PREFIX = "nxr-"
 API_KEY_RE = re.compile(r"^nx-[A-Za-z0-9_-]{20,200}$")
 JWT_RE = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$")
+# Shapes of what we store; anything else cannot exist, so it never reaches the database
+# (PostgreSQL rejects NUL bytes in text with an error, not a miss).
+ID_RE = re.compile(r"^[a-z]{2,3}_[0-9a-f]{24}$")
+USERNAME_RE = re.compile(r"^[a-z0-9._@-]{1,64}$")
 ROLES = ("admin", "user")
 
 

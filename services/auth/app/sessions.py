@@ -14,7 +14,7 @@ from nexus_kit import AuthenticationError, get_logger
 from . import store
 from .models import User
 from .schemas import TokenResponse
-from .security import new_id, new_refresh_token, now
+from .security import USERNAME_RE, new_id, new_refresh_token, now
 from .state import AuthState
 
 log = get_logger("nexus.auth.sessions")
@@ -31,8 +31,11 @@ def _bad_refresh(message: str = "Invalid or expired refresh token.") -> Authenti
 
 async def login(state: AuthState, username: str, password: str) -> TokenResponse:
     # The lookup's connection goes back to the pool before the (slow) argon2 check.
-    async with state.db.session() as session:
-        user = await store.user_by_name(session, username.lower())
+    name = username.lower()
+    user = None
+    if USERNAME_RE.match(name):  # other names cannot exist: no need to ask the database
+        async with state.db.session() as session:
+            user = await store.user_by_name(session, name)
     stored = user.password_hash if user is not None else None
     if user is None or not await state.passwords.verify(stored, password):
         raise _bad_credentials()
