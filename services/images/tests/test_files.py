@@ -33,7 +33,7 @@ async def test_url_is_under_public_base_and_expires(
         assert decode_png(resp.content).size == (256, 256)
         assert resp.headers["cache-control"].startswith("private, max-age=")
         # Move the store's clock past the TTL rather than sleeping through it.
-        app.state.images.files.clock = lambda: time.monotonic() + 61
+        app.state.images.files.clock = lambda: time.time() + 61
         gone = await client.get(path)
     assert gone.status_code == 404
     assert gone.json()["error"]["code"] == "file_not_found"
@@ -50,17 +50,31 @@ async def test_unknown_and_malformed_ids_are_404(
 
 
 async def test_ids_differ_and_expired_files_leave_the_disk(tmp_path: Path) -> None:
-    now = [1000.0]
-    store = FileStore(str(tmp_path), ttl_s=10, clock=lambda: now[0])
+    now = [time.time()]
+    store = FileStore("", ttl_s=10, clock=lambda: now[0])
     await store.open()
     try:
-        ids = {await store.put(b"png") for _ in range(20)}
-        assert len(ids) == 20
+        ids = [await store.put(b"png") for _ in range(20)]
+        assert len(set(ids)) == 20
         assert all(len(i) == 43 for i in ids)
-        root = store._path(next(iter(ids))).parent
+        root = store._path(ids[0]).parent
+        assert await store.get(ids[0]) is not None
         now[0] += 11
-        assert await store.get(next(iter(ids))) is None
+        assert await store.get(ids[0]) is None
+        assert await store.sweep() == 19
         assert list(root.iterdir()) == []
     finally:
         await store.close()
-    assert not root.exists()
+    assert not root.exists()  # a private directory goes with the process
+
+
+async def test_replicas_sharing_a_directory_serve_each_others_files(tmp_path: Path) -> None:
+    first, second = FileStore(str(tmp_path), 60), FileStore(str(tmp_path), 60)
+    await first.open()
+    await second.open()
+    file_id = await first.put(b"png bytes")
+    await first.close()  # a shared directory outlives the process that wrote into it
+    found = await second.get(file_id)
+    await second.close()
+    assert found is not None
+    assert found[0] == b"png bytes"
