@@ -34,6 +34,12 @@ class ImagesSettings(ServiceSettings):
     images_url_ttl_s: float = Field(3600.0, gt=0, le=7 * 24 * 3600)
     images_files_dir: str = ""
 
+    @field_validator("images_steps", "images_guidance_scale", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # `IMAGES_STEPS=` in a .env file means "not set", not "parse '' as a number".
+        return None if value == "" else value
+
     # Field validators (not a model validator) so the startup error names the variable.
     @field_validator("images_model")
     @classmethod

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
@@ -45,3 +47,12 @@ def test_public_base_url_overrides_advertise_url() -> None:
         _env_file=None, images_public_base_url="http://gw:8800/services/images/"
     )
     assert settings.public_base_url == "http://gw:8800/services/images"
+
+
+def test_env_example_is_valid_and_documents_every_setting() -> None:
+    example = Path(__file__).resolve().parents[1] / ".env.example"
+    settings = ImagesSettings(_env_file=str(example))
+    assert settings.images_steps is None
+    documented = {line.split("=", 1)[0] for line in example.read_text().splitlines()
+                  if "=" in line and not line.startswith("#")}  # fmt: skip
+    assert documented == {name.upper() for name in ImagesSettings.model_fields}
