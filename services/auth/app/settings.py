@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from nexus_kit import ServiceSettings
@@ -68,10 +68,20 @@ class AuthSettings(ServiceSettings):
             )
         return f"{_URL_SCHEMES[scheme]}://{rest}"
 
-    @field_validator("nexus_admin_api_key", "nexus_internal_token", mode="before")
+    @field_validator(
+        "database_url",
+        "database_schema",
+        "jwt_signing_key_file",
+        "nexus_admin_api_key",
+        "nexus_internal_token",
+        mode="before",
+    )
     @classmethod
-    def _blank_is_unset(cls, value: Any) -> Any:
-        return None if value == "" else value
+    def _blank_is_default(cls, value: Any, info: ValidationInfo) -> Any:
+        # `VAR=` in a .env copied from .env.example means "the default", not "empty".
+        if value == "" and info.field_name is not None:
+            return cls.model_fields[info.field_name].default
+        return value
 
     @field_validator("nexus_admin_api_key")
     @classmethod

@@ -3,6 +3,8 @@ names the variable and never prints a secret."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from app.settings import SERVICE_DIR, AuthSettings, load_auth_settings
@@ -27,6 +29,17 @@ def test_defaults() -> None:
 )
 def test_database_url_gets_an_async_driver(given: str, expected: str) -> None:
     assert AuthSettings(_env_file=None, database_url=given).database_url == expected  # type: ignore[call-arg]
+
+
+def test_a_copy_of_env_example_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / ".env").write_text((SERVICE_DIR / ".env.example").read_text())
+    monkeypatch.chdir(tmp_path)
+    settings = load_auth_settings()
+    defaults = AuthSettings(_env_file=None)  # type: ignore[call-arg]
+    assert settings.database_url == defaults.database_url
+    assert settings.jwt_signing_key_file == defaults.jwt_signing_key_file
+    assert settings.database_schema is None
+    assert settings.nexus_admin_api_key is None
 
 
 def test_blank_secrets_are_unset(monkeypatch: pytest.MonkeyPatch) -> None:
