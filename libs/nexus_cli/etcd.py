@@ -6,6 +6,7 @@ delete their keys on a clean stop, which is why etcd is stopped last (see ``stac
 
 from __future__ import annotations
 
+import platform
 import shutil
 import sys
 from collections.abc import Mapping
@@ -32,6 +33,14 @@ def etcd_binary() -> str | None:
     if beside.is_file():
         return str(beside)
     return shutil.which("etcd")
+
+
+def etcd_env(environ: Mapping[str, str]) -> dict[str, str]:
+    env = dict(environ)
+    if platform.machine().lower() in {"arm64", "aarch64"}:
+        # etcd 3.5 refuses to start on arm64 (Apple silicon, Graviton) unless told it is fine.
+        env.setdefault("ETCD_UNSUPPORTED_ARCH", "arm64")
+    return env
 
 
 def _port(environ: Mapping[str, str], name: str, default: int) -> int:
@@ -77,7 +86,7 @@ class EtcdConfig:
 async def is_healthy(client: httpx.AsyncClient, endpoint: str) -> bool:
     """True when an etcd answers at ``endpoint`` and says it is healthy."""
     try:
-        resp = await client.get(f"{endpoint}/health")
+        resp = await client.get(f"{endpoint}/health", timeout=1.0)
         return resp.status_code == 200 and resp.json().get("health") == "true"
     except (httpx.HTTPError, ValueError, AttributeError):
         return False

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 
 from .devkeys import DevSecrets, load_dev_secrets
-from .etcd import EtcdConfig, etcd_binary, is_healthy
+from .etcd import EtcdConfig, etcd_binary, etcd_env, is_healthy
 from .output import Output
 from .services import ServiceProblem, ServiceSpec, env_file_values, load_spec, port_variable, select
 from .supervisor import Child
@@ -187,7 +187,11 @@ class Stack:
         config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # etcd wants 0700
         try:
             self.etcd = await Child.spawn(
-                "etcd", config.argv(binary), out=self.out, env=self.environ, new_session=True
+                "etcd",
+                config.argv(binary),
+                out=self.out,
+                env=etcd_env(self.environ),
+                new_session=True,
             )
         except OSError as exc:
             self.out.notice(f"etcd: could not run {binary}: {exc}")
@@ -198,7 +202,9 @@ class Stack:
                 code = self.etcd.returncode
                 self.out.notice(f"etcd: exited with code {code} before it was healthy")
                 return False
-            if self.stop.is_set() or asyncio.get_running_loop().time() > deadline:
+            if self.stop.is_set():
+                return False
+            if asyncio.get_running_loop().time() > deadline:
                 self.out.notice(f"etcd: not healthy after {ETCD_START_TIMEOUT_S:g} s")
                 return False
             await asyncio.sleep(POLL_S / 2)
