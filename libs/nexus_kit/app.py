@@ -133,7 +133,7 @@ def create_app(
         version=settings.service_version,
         description=description,
         lifespan=kit_lifespan,
-        # curl -d sends form content-type; clients still mean JSON, so parse it as JSON.
+        # A body sent without any Content-Type is parsed as JSON (clients mean JSON here).
         strict_content_type=False,
     )
     app.state.kit = KitState(settings, metrics, registrar, in_flight, drainer, all_checks, describe)
