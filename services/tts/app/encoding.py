@@ -9,7 +9,7 @@
 - ``flac``: libsndfile too, but sent whole at the end: FLAC's STREAMINFO holds the length, and
   without it libsndfile (so ``soundfile`` users) cannot read the file at all.
 - ``aac``: ``ffmpeg`` (ADTS stream, flushed per packet) when it is on PATH. ffmpeg also stands
-  in for any format this libsndfile build lacks.
+  in for mp3 or opus when this libsndfile build lacks them.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import shutil
 import struct
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -29,6 +29,7 @@ from nexus_kit import InvalidRequestError
 
 from .audio import SAMPLE_RATE, SAMPLE_WIDTH
 from .backends import BackendError
+from .threads import closing
 
 CONTENT_TYPES = {
     "mp3": "audio/mpeg",
@@ -60,9 +61,10 @@ class BlockEncoder:
 
     async def encode(self, pcm: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         try:
-            async for block in pcm:
-                if out := await self.feed(block):
-                    yield out
+            async with closing(pcm) as blocks:
+                async for block in blocks:
+                    if out := await self.feed(block):
+                        yield out
             if tail := await self.finish():
                 yield tail
         finally:
@@ -173,7 +175,9 @@ class SoundfileEncoder(BlockEncoder):
         return self._sink.take() if self.spec.streams else b""
 
     def _close(self) -> bytes:
-        self._write(b"")  # an empty input still makes a valid (empty) file
+        if self._file is None or self._file.frames == 0:
+            # libsndfile writes nothing at all for zero frames; 20 ms of silence is a file.
+            self._write(bytes(SAMPLE_RATE // 50 * SAMPLE_WIDTH))
         assert self._file is not None
         self._file.close()
         return self._sink.take()
@@ -193,7 +197,6 @@ FFMPEG_CODECS = {
     "aac": ["-c:a", "aac", "-b:a", "64k", "-f", "adts"],
     "mp3": ["-c:a", "libmp3lame", "-b:a", "64k", "-write_xing", "0", "-f", "mp3"],
     "opus": ["-c:a", "libopus", "-b:a", "32k", "-f", "ogg"],
-    "flac": ["-c:a", "flac", "-f", "flac"],
 }
 
 
@@ -240,13 +243,12 @@ class FfmpegEncoder:
 
 async def _pump(pcm: AsyncIterator[bytes], stdin: asyncio.StreamWriter) -> None:
     try:
-        async for block in pcm:
-            stdin.write(block)
-            await stdin.drain()
+        async with closing(pcm) as blocks:
+            async for block in blocks:
+                stdin.write(block)
+                await stdin.drain()
     finally:
         stdin.close()  # ffmpeg then finishes the stream, even when ``pcm`` failed
-        if isinstance(pcm, AsyncGenerator):
-            await pcm.aclose()
 
 
 class Encoders:

@@ -20,6 +20,7 @@ from .backends import BackendBusyError, SpeechJob, TTSBackend
 from .metrics import TTSMetrics
 from .schemas import SpeechAudioDelta, SpeechAudioDone, SpeechUsage
 from .stretch import TimeStretch
+from .threads import closing
 
 log = get_logger("tts.speech")
 
@@ -108,9 +109,10 @@ class Synthesis:
 
 async def sse_events(audio: AsyncIterator[bytes], synthesis: Synthesis) -> AsyncIterator[bytes]:
     """``stream_format: sse``: a delta event per encoded chunk, then a done event with usage."""
-    async for chunk in audio:
-        delta = SpeechAudioDelta(audio=base64.b64encode(chunk).decode())
-        yield b"data: " + delta.model_dump_json().encode() + b"\n\n"
+    async with closing(audio) as chunks:
+        async for chunk in chunks:
+            delta = SpeechAudioDelta(audio=base64.b64encode(chunk).decode())
+            yield b"data: " + delta.model_dump_json().encode() + b"\n\n"
     done = SpeechAudioDone(usage=synthesis.usage())
     yield b"data: " + done.model_dump_json().encode() + b"\n\n"
 

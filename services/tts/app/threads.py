@@ -8,8 +8,9 @@ and queued generations would starve the encoders that share it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -81,3 +82,14 @@ async def iterate_in_thread(
             yield value
     finally:
         stop.set()
+
+
+def closing(source: AsyncIterator[T]) -> contextlib.AbstractAsyncContextManager[AsyncIterator[T]]:
+    """``async with closing(it) as it:`` closes a generator when the consumer stops early.
+
+    Leaving an ``async for`` early does not close the generator it read from: its ``finally``
+    (kill a process, stop a model thread) would wait for garbage collection.
+    """
+    if isinstance(source, AsyncGenerator):
+        return contextlib.aclosing(source)
+    return contextlib.nullcontext(source)

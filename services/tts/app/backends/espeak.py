@@ -13,11 +13,12 @@ import asyncio
 import contextlib
 import shutil
 import struct
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 
 from app.audio import LinearResampler, from_pcm16, to_pcm16
 from app.backends import BackendError, SpeechJob
 from app.stretch import TimeStretch
+from app.threads import closing
 
 DEFAULT_VOICES: dict[str, str] = {
     "alloy": "en-us+f4",
@@ -95,7 +96,7 @@ class EspeakBackend:
         voice = self.voices.get(job.voice, DEFAULT_VOICES["alloy"])
         return [self.program, "--stdout", "-b", "1", "-v", voice, "-s", str(wpm)]
 
-    async def synthesize(self, job: SpeechJob) -> AsyncIterator[bytes]:
+    async def synthesize(self, job: SpeechJob) -> AsyncGenerator[bytes, None]:
         proc = await asyncio.create_subprocess_exec(
             *self.command(job),
             stdin=asyncio.subprocess.PIPE,
@@ -108,8 +109,9 @@ class EspeakBackend:
         errors = asyncio.create_task(proc.stderr.read())
         try:
             await _send_text(proc.stdin, job.text)
-            async for pcm in self._read_audio(proc.stdout, job.speed):
-                yield pcm
+            async with closing(self._read_audio(proc.stdout, job.speed)) as audio:
+                async for pcm in audio:
+                    yield pcm
             code = await proc.wait()
             if code != 0:
                 detail = (await errors).decode(errors="replace").strip()[:200]

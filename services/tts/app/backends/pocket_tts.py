@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import importlib.util
 import threading
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncGenerator, Iterator, Mapping
 from typing import Any
 
 import numpy as np
 
 from app.audio import SAMPLE_RATE, LinearResampler, to_pcm16
 from app.backends import BackendBusyError, BackendError, SpeechJob
-from app.threads import in_daemon_thread, iterate_in_thread
+from app.threads import closing, in_daemon_thread, iterate_in_thread
 from nexus_kit import get_logger
 
 PACKAGE = "pocket_tts"
@@ -103,7 +103,7 @@ class PocketTTSBackend:
                     by_source[source] = by_source[default_source]
             self._states[voice] = by_source[source]
 
-    async def synthesize(self, job: SpeechJob) -> AsyncIterator[bytes]:
+    async def synthesize(self, job: SpeechJob) -> AsyncGenerator[bytes, None]:
         if self._model is None:
             raise BackendError("the Pocket TTS model is not loaded")
         if self._waiting > self.max_queue:
@@ -113,10 +113,11 @@ class PocketTTSBackend:
         try:
             resampler = LinearResampler(int(self._model.sample_rate), SAMPLE_RATE)
             chunks = iterate_in_thread(lambda stop: self._generate(job, stop), "pocket-tts-gen")
-            async for samples in chunks:
-                if counted:  # generating now, no longer waiting
-                    self._waiting, counted = self._waiting - 1, False
-                yield to_pcm16(resampler.feed(samples))
+            async with closing(chunks) as samples_stream:
+                async for samples in samples_stream:
+                    if counted:  # generating now, no longer waiting
+                        self._waiting, counted = self._waiting - 1, False
+                    yield to_pcm16(resampler.feed(samples))
         finally:
             if counted:
                 self._waiting -= 1

@@ -7,7 +7,7 @@ Deterministic (same text, voice and speed → same samples), audible, and paced 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 
 import numpy as np
 
@@ -23,9 +23,9 @@ def _pitch(voice: str) -> float:
     return 140.0 + 25.0 * VOICES.index(voice) if voice in VOICES else 200.0
 
 
-def tone(seconds: float, frequency: float) -> FloatArray:
-    n = max(1, int(seconds * SAMPLE_RATE))
-    t = np.arange(n, dtype=np.float32) / SAMPLE_RATE
+def tone(seconds: float, frequency: float, rate: int = SAMPLE_RATE) -> FloatArray:
+    n = max(1, int(seconds * rate))
+    t = np.arange(n, dtype=np.float32) / rate
     envelope = np.minimum(1.0, np.minimum(t, t[::-1]) / 0.02)  # 20 ms fades: no clicks
     wave: FloatArray = (0.4 * envelope * np.sin(2 * np.pi * frequency * t)).astype(np.float32)
     return wave
@@ -42,7 +42,7 @@ class StubBackend:
     async def load(self) -> None:
         return None
 
-    async def synthesize(self, job: SpeechJob) -> AsyncIterator[bytes]:
+    async def synthesize(self, job: SpeechJob) -> AsyncGenerator[bytes, None]:
         base = _pitch(job.voice)
         gap = np.zeros(int(GAP_S / job.speed * SAMPLE_RATE), dtype=np.float32)
         for index, word in enumerate(job.text.split()):

@@ -1,0 +1,210 @@
+"""Each backend for real where this machine allows: stub, espeak-ng; Pocket TTS against a
+stand-in for its package (PyTorch and the model weights cannot be installed here)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app.audio import SAMPLE_RATE, from_pcm16
+from app.backends import BackendError, SpeechJob, TTSBackend
+from app.backends.espeak import EspeakBackend, rate_for
+from app.backends.pocket_tts import PocketTTSBackend
+from app.backends.stub import StubBackend
+from tests.tts_support import (
+    SENTENCE,
+    FakeTTSModel,
+    assert_audible,
+    collect,
+    fake_pocket_module,
+    speech_bounds,
+)
+
+
+async def speak(backend: TTSBackend, text: str = SENTENCE, **job: object) -> np.ndarray:
+    pcm = await collect(backend.synthesize(SpeechJob(text=text, voice="alloy", **job)))  # type: ignore[arg-type]
+    assert len(pcm) % 2 == 0
+    return from_pcm16(pcm)
+
+
+def test_every_backend_satisfies_the_protocol() -> None:
+    for backend in (StubBackend(), EspeakBackend(), PocketTTSBackend()):
+        assert isinstance(backend, TTSBackend)
+
+
+async def test_stub_is_deterministic_paced_and_speed_aware() -> None:
+    backend = StubBackend()
+    first, again = await speak(backend), await speak(backend)
+    assert np.array_equal(first, again)
+    assert_audible(first, SAMPLE_RATE, *speech_bounds(SENTENCE))
+    fast = await speak(backend, speed=2.0)
+    assert len(fast) == pytest.approx(len(first) / 2, rel=0.01)
+
+
+async def test_espeak_speaks_for_real() -> None:
+    backend = EspeakBackend()
+    assert backend.unavailable_reason() is None
+    await backend.load()
+    samples = await speak(backend)
+    assert_audible(samples, SAMPLE_RATE, *speech_bounds(SENTENCE))
+
+
+async def test_espeak_voices_sound_different() -> None:
+    backend = EspeakBackend()
+    job = SpeechJob(text="Hello there.", voice="nova")
+    nova = from_pcm16(await collect(backend.synthesize(job)))
+    onyx = from_pcm16(await collect(backend.synthesize(SpeechJob("Hello there.", "onyx"))))
+    assert len(nova) != len(onyx) or not np.array_equal(nova, onyx)
+    assert backend.command(job)[-4:] == ["-v", "en-us+f3", "-s", "175"]
+
+
+@pytest.mark.parametrize("speed", [0.25, 0.5, 2.0, 4.0])
+async def test_espeak_applies_speed(speed: float) -> None:
+    backend = EspeakBackend()
+    normal = len(await speak(backend, "One two three four five six."))
+    changed = len(await speak(backend, "One two three four five six.", speed=speed))
+    ratio = normal / changed
+    # espeak's rate is in words per minute, not exact time: within 35% of the asked speed.
+    assert speed * 0.65 <= ratio <= speed * 1.35
+
+
+def test_espeak_rate_mapping() -> None:
+    assert rate_for(1.0) == (175, 1.0)
+    assert rate_for(4.0) == (700, 1.0)
+    wpm, stretch = rate_for(0.25)  # below espeak's floor: the rest is stretched
+    assert wpm == 80
+    assert stretch == pytest.approx(0.25 * 175 / 80)
+
+
+def test_espeak_voice_overrides() -> None:
+    backend = EspeakBackend(voices={"alloy": "en-gb+f2"})
+    assert backend.voice_map()["alloy"] == "en-gb+f2"
+    assert backend.voice_map()["echo"] == "en-us+m2"
+
+
+async def test_espeak_missing_program_is_unavailable_with_a_reason() -> None:
+    reason = EspeakBackend("no-such-espeak").unavailable_reason()
+    assert reason is not None
+    assert "no-such-espeak" in reason
+    assert "espeak-ng" in reason
+
+
+def failing_program(tmp_path: Path, script: str) -> str:
+    program = tmp_path / "espeak-ng"
+    program.write_text(f"#!/bin/sh\n{script}\n")
+    program.chmod(0o755)
+    return str(program)
+
+
+async def test_espeak_crash_is_a_backend_error(tmp_path: Path) -> None:
+    backend = EspeakBackend(failing_program(tmp_path, "echo 'voice broke' >&2; exit 3"))
+    with pytest.raises(BackendError, match="exited with 3: voice broke"):
+        await speak(backend)
+    with pytest.raises(BackendError, match="exited with 3"):
+        await backend.load()
+
+
+async def test_espeak_writing_garbage_is_a_backend_error(tmp_path: Path) -> None:
+    backend = EspeakBackend(failing_program(tmp_path, "cat >/dev/null; echo not-a-wav-file"))
+    with pytest.raises(BackendError, match="did not write WAV"):
+        await speak(backend)
+
+
+async def test_espeak_stops_when_the_consumer_goes_away() -> None:
+    backend = EspeakBackend()
+    stream = backend.synthesize(SpeechJob(text=SENTENCE * 30, voice="alloy"))
+    assert await anext(stream)
+    await stream.aclose()  # kills espeak-ng; a leak would fail the run (ResourceWarning)
+
+
+# --- Pocket TTS, against a stand-in for the package --------------------------------------
+
+
+@pytest.fixture
+def pocket(monkeypatch: pytest.MonkeyPatch) -> type[FakeTTSModel]:
+    """``pocket_tts`` importable, with a fresh stand-in model class per test."""
+    model = type("TTSModel", (FakeTTSModel,), {"fail_load": None, "loaded_with": None})
+    monkeypatch.setitem(sys.modules, "pocket_tts", fake_pocket_module(model))
+    return model
+
+
+def test_pocket_without_the_package_is_unavailable() -> None:
+    assert "pocket_tts" not in sys.modules
+    reason = PocketTTSBackend().unavailable_reason()
+    assert reason is not None
+    assert "pocket-tts is not installed" in reason
+
+
+async def test_pocket_loads_the_language_model_and_voice_states(
+    pocket: type[FakeTTSModel],
+) -> None:
+    backend = PocketTTSBackend(language="french", quantize=True)
+    assert backend.unavailable_reason() is None
+    await backend.load()
+    assert pocket.loaded_with == {"language": "french", "config": None, "quantize": True}
+    assert backend._model is not None
+    assert sorted(set(backend._model.prompts)) == sorted(set(backend.voice_map().values()))
+
+
+async def test_pocket_loads_a_config_file_instead_when_given(
+    pocket: type[FakeTTSModel],
+) -> None:
+    backend = PocketTTSBackend(config="/models/pocket.yaml")
+    await backend.load()
+    assert pocket.loaded_with == {
+        "language": None,
+        "config": "/models/pocket.yaml",
+        "quantize": False,
+    }
+
+
+async def test_pocket_load_failure_propagates(pocket: type[FakeTTSModel]) -> None:
+    pocket.fail_load = "cannot reach the Hugging Face hub for the weights"
+    with pytest.raises(OSError, match="Hugging Face"):
+        await PocketTTSBackend().load()
+
+
+async def test_pocket_voice_that_fails_falls_back_to_the_default(
+    pocket: type[FakeTTSModel],
+) -> None:
+    backend = PocketTTSBackend(voices={"echo": "missing-voice"})
+    await backend.load()
+    assert backend._states["echo"] == backend._states["alloy"]
+
+
+async def test_pocket_streams_pcm_and_needs_the_service_to_apply_speed(
+    pocket: type[FakeTTSModel],
+) -> None:
+    backend = PocketTTSBackend()
+    await backend.load()
+    assert not backend.native_speed
+    samples = await speak(backend)
+    assert len(samples) == 9 * int(0.3 * SAMPLE_RATE)  # a 0.3 s chunk per word
+    assert_audible(samples, SAMPLE_RATE, *speech_bounds(SENTENCE))
+
+
+async def test_pocket_output_at_another_rate_is_resampled(pocket: type[FakeTTSModel]) -> None:
+    pocket.sample_rate = 16_000
+    backend = PocketTTSBackend()
+    await backend.load()
+    samples = await speak(backend, "one two")
+    assert len(samples) / SAMPLE_RATE == pytest.approx(0.6, abs=0.01)
+
+
+async def test_pocket_stops_generating_when_the_consumer_goes_away(
+    pocket: type[FakeTTSModel],
+) -> None:
+    backend = PocketTTSBackend()
+    await backend.load()
+    stream = backend.synthesize(SpeechJob(text=SENTENCE * 50, voice="alloy"))
+    assert await anext(stream)
+    await stream.aclose()
+    assert backend._model.stops[-1].is_set()
+
+
+async def test_pocket_before_loading_is_an_error() -> None:
+    with pytest.raises(BackendError, match="not loaded"):
+        await speak(PocketTTSBackend())
