@@ -24,7 +24,6 @@ from .deps import (
     StateDep,
     authenticate,
 )
-from .models import ApiKey, User
 from .security import ID_RE, display_prefix, new_api_key
 from .state import AuthState
 
@@ -34,20 +33,6 @@ PUBLIC = endpoint_flags(public=True)
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 IdParam = Annotated[str, Path(alias="id")]
 UserFilter = Annotated[str | None, Query(max_length=40, pattern=schemas.ID_PATTERN)]
-
-
-def _user(user: User) -> schemas.User:
-    return schemas.User(
-        id=user.id, username=user.username, role=user.role,  # type: ignore[arg-type]
-        created_at=user.created_at,
-    )  # fmt: skip
-
-
-def _key(key: ApiKey) -> schemas.ApiKey:
-    return schemas.ApiKey(
-        id=key.id, name=key.name, prefix=key.prefix, user_id=key.user_id,
-        rate_limit_rpm=key.rate_limit_rpm, created_at=key.created_at,
-    )  # fmt: skip
 
 
 @router.post(
@@ -62,14 +47,14 @@ async def create_user(
     log.info(
         "user created", user_id=user.id, username=user.username, role=user.role, by=admin.user_id
     )
-    return _user(user)
+    return schemas.User.model_validate(user)
 
 
 @router.get("/v1/users", operation_id="auth.users.list", summary="List users")
 async def list_users(state: StateDep, _: AdminPrincipal) -> schemas.UserList:
     async with state.db.session() as session:
         users = await store.list_users(session)
-    return schemas.UserList(data=[_user(u) for u in users])
+    return schemas.UserList(data=[schemas.User.model_validate(u) for u in users])
 
 
 @router.post("/v1/auth/token", operation_id="auth.token", summary="Log in", openapi_extra=PUBLIC)
@@ -98,7 +83,9 @@ async def me(principal: CurrentPrincipal, state: StateDep) -> schemas.Me:
     if user is None:
         raise AuthenticationError("Invalid credentials (unknown user).")
     return schemas.Me(
-        **_user(user).model_dump(), token_type=principal.token_type, key_id=principal.key_id
+        **schemas.User.model_validate(user).model_dump(),
+        token_type=principal.token_type,
+        key_id=principal.key_id,
     )
 
 
@@ -121,7 +108,7 @@ async def create_api_key(
         )  # fmt: skip
     log.info("api key created", key_id=key.id, owner=owner, by=principal.user_id)
     response.headers.update(NO_STORE)
-    return schemas.CreatedApiKey(**_key(key).model_dump(), key=secret)
+    return schemas.CreatedApiKey(**schemas.ApiKey.model_validate(key).model_dump(), key=secret)
 
 
 async def _key_owner(state: AuthState, principal: Principal, user_id: str | None) -> str:
@@ -148,7 +135,7 @@ async def list_api_keys(
         raise PermissionDeniedError("Only admins may list other users' keys.", param="user_id")
     async with state.db.session() as session:
         keys = await store.list_keys(session, owner)
-    return schemas.ApiKeyList(data=[_key(k) for k in keys])
+    return schemas.ApiKeyList(data=[schemas.ApiKey.model_validate(k) for k in keys])
 
 
 @router.delete(

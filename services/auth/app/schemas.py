@@ -26,6 +26,8 @@ class CreateUserRequest(_Request):
 
 
 class User(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     object: Literal["user"] = "user"
     id: str
     username: str
@@ -70,6 +72,8 @@ class CreateApiKeyRequest(_Request):
 
 
 class ApiKey(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     object: Literal["api_key"] = "api_key"
     id: str
     name: str
