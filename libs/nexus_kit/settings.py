@@ -15,6 +15,7 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 S = TypeVar("S", bound="ServiceSettings")
+_SECRET_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "PEPPER", "URL", "DSN")
 
 
 class ServiceSettings(BaseSettings):
@@ -81,8 +82,11 @@ def describe_validation_error(error: ValidationError) -> str:
     parts = []
     for item in error.errors():
         name = "_".join(str(p) for p in item["loc"]).upper() or "settings"
-        given: Any = item.get("input")
-        parts.append(f"{name}={given!r}: {item['msg']}")
+        if any(word in name for word in _SECRET_WORDS):
+            parts.append(f"{name}: {item['msg']}")  # never echo what may be a secret
+        else:
+            given: Any = item.get("input")
+            parts.append(f"{name}={given!r}: {item['msg']}")
     return "invalid configuration: " + "; ".join(parts)
 
 

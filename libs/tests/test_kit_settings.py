@@ -47,3 +47,19 @@ def test_bad_value_stops_with_one_line(tmp_path: Path, env: dict[str, str], name
     assert len(lines) == 1, proc.stderr
     assert name in lines[0]
     assert "Traceback" not in proc.stderr
+
+
+def test_secret_values_are_not_echoed(tmp_path: Path) -> None:
+    code = (
+        "from nexus_kit import ServiceSettings, load_settings\n"
+        "class S(ServiceSettings):\n"
+        "    api_token: int = 0\n"
+        "load_settings(S)"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env={"API_TOKEN": "hunter2-secret", "PATH": ""},
+        cwd=tmp_path, capture_output=True, text=True, timeout=30, check=False,
+    )
+    assert proc.returncode == 2
+    assert "API_TOKEN" in proc.stderr
+    assert "hunter2" not in proc.stderr
