@@ -1,0 +1,194 @@
+"""One proxied exchange at the ASGI level: the request's head, and what was sent back so far.
+
+``RequestHead.parse`` makes one pass over the client's headers: it keeps what is forwarded
+(hop-by-hop headers, ``Host`` and the client's ``X-Request-ID`` dropped; the request's
+current id added) and notes how the body comes. ``Exchange`` wraps ``send`` and remembers
+whether the status line went out, because that decides how an error can still be reported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import httpx
+import orjson
+from starlette.types import Send
+
+from nexus_kit import NexusError, UpstreamError
+
+# RFC 9110 §7.6.1, plus the non-standard ones proxies still see.
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"trailers",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+# Host and Content-Length are set by the client library for the upstream; Expect is answered
+# by uvicorn; the request id is replaced by the one this request runs under.
+_NOT_FORWARDED = HOP_BY_HOP | {b"host", b"content-length", b"expect", b"x-request-id"}
+# uvicorn adds its own Date and Server, and the kit its X-Request-ID: no duplicates.
+_NOT_RETURNED = HOP_BY_HOP | {b"date", b"server", b"x-request-id"}
+# Bodies of these types are streamed through as they arrive instead of being read first.
+_STREAMED_TYPES = (b"multipart/", b"audio/", b"video/", b"image/", b"application/octet-stream")
+SSE_HEADERS = [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
+_SSE_START = [(b"content-type", b"text/event-stream; charset=utf-8"), *SSE_HEADERS]
+KEEPALIVE = b": keep-alive\n\n"
+_LATE_ERROR_BYTES = 64 * 1024
+
+BodyMode = Literal["none", "buffer", "stream"]
+
+
+@dataclass(slots=True)
+class RequestHead:
+    forward: list[tuple[bytes, bytes]]
+    content_type: bytes
+    content_length: int | None
+    mode: BodyMode
+
+    @property
+    def buffered(self) -> bool:
+        return self.mode == "buffer"
+
+    @property
+    def declared_json(self) -> bool:
+        return b"json" in self.content_type
+
+    @property
+    def json_like(self) -> bool:
+        ctype = self.content_type
+        return not ctype or b"json" in ctype or ctype.startswith(b"application/x-www-form")
+
+    @classmethod
+    def parse(cls, headers: list[tuple[bytes, bytes]], request_id: str | None) -> RequestHead:
+        forward: list[tuple[bytes, bytes]] = []
+        ctype, length, chunked, listed = b"", None, False, b""
+        for name, value in headers:  # ASGI header names are lower case
+            if name == b"content-type":
+                ctype = value.lower()
+            elif name == b"content-length":
+                length = int(value) if value.isdigit() else None
+            elif name == b"transfer-encoding":
+                chunked = True
+            elif name == b"connection":
+                listed = value
+            if name not in _NOT_FORWARDED:
+                forward.append((name, value))
+        if listed:
+            forward = _drop_listed(forward, listed)
+        mode: BodyMode = "none"
+        if chunked or (length or 0) > 0:
+            mode = "stream" if ctype.startswith(_STREAMED_TYPES) else "buffer"
+        if mode == "stream" and length is not None:
+            forward.append((b"content-length", str(length).encode()))  # keep the framing
+        if request_id:
+            forward.append((b"x-request-id", request_id.encode()))
+        return cls(forward, ctype, length, mode)
+
+
+def response_headers(raw: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """The upstream's headers as the client gets them; SSE gets anti-buffering headers."""
+    out: list[tuple[bytes, bytes]] = []
+    sse = False
+    listed = b""
+    for name, value in raw:
+        lname = name.lower()
+        if lname == b"connection":
+            listed = value
+        if lname in _NOT_RETURNED:
+            continue
+        if lname == b"content-type" and value.startswith(b"text/event-stream"):
+            sse = True
+        out.append((lname, value))
+    if listed:
+        out = _drop_listed(out, listed)
+    if sse:
+        out = [h for h in out if h[0] not in (b"cache-control", b"x-accel-buffering")]
+        out.extend(SSE_HEADERS)
+    return out
+
+
+def _drop_listed(headers: list[tuple[bytes, bytes]], listed: bytes) -> list[tuple[bytes, bytes]]:
+    """Headers named in ``Connection`` are hop-by-hop too (RFC 9110 §7.6.1)."""
+    names = {token.strip().lower() for token in listed.split(b",")}
+    return [h for h in headers if h[0] not in names]
+
+
+class Exchange:
+    """``send`` with memory: status sent, response finished, SSE started by us, client gone."""
+
+    __slots__ = ("_send", "client_gone", "finished", "sse", "started", "status")
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self.status = 500  # what the metrics say if nothing was ever sent
+        self.started = False
+        self.finished = False
+        self.sse = False
+        self.client_gone = False
+
+    async def start(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        self.status, self.started = status, True
+        await self._send({"type": "http.response.start", "status": status, "headers": headers})
+
+    async def body(self, chunk: bytes) -> None:
+        if chunk:
+            await self._send({"type": "http.response.body", "body": chunk, "more_body": True})
+
+    async def end(self) -> None:
+        self.finished = True
+        await self._send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def keepalive(self) -> None:
+        """An SSE comment; the first one commits the response to ``200 text/event-stream``."""
+        if not self.started:
+            self.sse = True
+            await self.start(200, list(_SSE_START))
+        await self.body(KEEPALIVE)
+
+    async def fail(self, error: NexusError) -> None:
+        """Report an error however is still possible at this point of the response."""
+        if self.finished or self.client_gone:
+            return
+        if not self.started:
+            body = orjson.dumps(error.envelope())
+            headers = [(b"content-type", b"application/json")]
+            headers += [(k.lower().encode(), v.encode()) for k, v in error.headers.items()]
+            await self.start(error.status_code, headers)
+            self.finished = True
+            await self._send({"type": "http.response.body", "body": body})
+        elif self.sse:
+            await self.body(b"data: " + orjson.dumps(error.envelope()) + b"\n\n")
+            await self.end()
+
+    async def relay_late(self, resp: httpx.Response) -> None:
+        """The upstream answered after our keep-alives committed the status: relay in-band."""
+        if resp.is_success:
+            async for chunk in resp.aiter_raw():
+                await self.body(chunk)
+            await self.end()
+            return
+        raw = b""
+        async for chunk in resp.aiter_bytes():
+            raw += chunk
+            if len(raw) > _LATE_ERROR_BYTES:
+                break
+        await self.fail(_late_error(resp.status_code, raw))
+
+
+def _late_error(status: int, raw: bytes) -> NexusError:
+    """An upstream error body, kept as the message when it is an OpenAI envelope."""
+    try:
+        doc = orjson.loads(raw)
+        message = str(doc["error"]["message"])
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        message = f"The upstream answered {status}."
+    return UpstreamError(message, code=f"upstream_{status}")

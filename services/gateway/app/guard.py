@@ -1,0 +1,75 @@
+"""The seam where authentication and rate limiting plug in (issue 4); nothing is checked yet.
+
+A ``Guard`` is called once per HTTP request, after the kit has assigned the request id (so
+its refusals are logged and carry ``X-Request-ID``) and before routing, the gateway's own
+routes and the proxy alike. It learns whether the request targets an open endpoint: the
+gateway's ``/health``, ``/readyz``, ``/v1/metadata``, or an endpoint a service marks
+``"public": true`` (read from the current routing table). It refuses by raising a
+``NexusError`` (``AuthenticationError`` 401, ``RateLimitError`` 429...), rendered in the
+OpenAI envelope, and may return headers to add to the response (``x-ratelimit-*``).
+
+CORS preflight never reaches it: ``CORSMiddleware`` sits outside and answers ``OPTIONS``.
+Install one with ``build_app(settings, guard=...)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from nexus_kit import NexusError
+
+from .exchange import Exchange
+
+# The gateway's own endpoints that never need a bearer (DESIGN "Auth").
+OPEN_PATHS = frozenset({"/health", "/readyz", "/v1/metadata"})
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    """What a guard knows about a request before deciding."""
+
+    method: str
+    path: str
+    public: bool  # an open gateway path or a service endpoint marked public
+    headers: Sequence[tuple[bytes, bytes]]
+
+
+class Guard(Protocol):
+    async def __call__(self, access: Access) -> Sequence[tuple[bytes, bytes]]:
+        """Allow (returning response headers to add, maybe none) or raise a ``NexusError``."""
+        ...
+
+
+class GuardMiddleware:
+    """Pure ASGI, so streamed responses and the request-id contextvar pass through intact."""
+
+    def __init__(self, app: ASGIApp, guard: Guard, is_public: Callable[[str, str], bool]) -> None:
+        self.app = app
+        self.guard = guard
+        self.is_public = is_public
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        method, path = scope["method"], scope["path"]
+        public = path in OPEN_PATHS or self.is_public(method, path)
+        try:
+            extra = await self.guard(Access(method, path, public, scope["headers"]))
+        except NexusError as error:
+            await Exchange(send).fail(error)
+            return
+        if not extra:
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *extra]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)

@@ -1,0 +1,81 @@
+"""Gateway: one OpenAI-compatible front door, routed from etcd + ``/v1/metadata`` discovery.
+
+Run from this directory: ``uvicorn app.main:app --port 8800`` or ``python -m app.main``.
+
+Request path (outside in): CORS (when ``NEXUS_CORS_ORIGINS`` is set; answers preflight) ->
+the kit's request context (request id, access log, HTTP metrics) -> the ``Guard`` slot (auth
+and rate limits, issue 4; empty until then) -> the gateway's own routes (kit endpoints,
+``/v1/models``, ``/v1/routes``, ``/v1/services``) -> anything else: ``proxy.Proxy``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fastapi import FastAPI
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+
+from nexus_kit import Capabilities, Check, ModelInfo, create_app
+from nexus_kit.run import serve
+
+from .etcd import AetcdSource, EtcdSource
+from .guard import Guard, GuardMiddleware
+from .routes import ready_models, router
+from .settings import GatewaySettings, load_gateway_settings
+from .state import GatewayState
+
+EXPOSED_HEADERS = ["x-request-id", "retry-after", "x-ratelimit-limit-requests",
+                   "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests"]  # fmt: skip
+
+
+def build_app(
+    settings: GatewaySettings | None = None,
+    *,
+    guard: Guard | None = None,
+    source_factory: Callable[[str], EtcdSource] = AetcdSource,
+) -> FastAPI:
+    settings = settings or load_gateway_settings()
+    state = GatewayState(settings, source_factory)
+
+    def models() -> list[ModelInfo]:
+        return [model for model, _ in ready_models(state)]
+
+    app = create_app(
+        settings,
+        description="OpenAI-compatible gateway: routes to every service discovered in etcd.",
+        capabilities=Capabilities(domains=["gateway"], modalities=["text"], streaming=True),
+        routers=[router],
+        checks=[
+            Check("discovery", state.check_discovery),
+            Check("upstreams", state.check_upstreams, critical=False),
+        ],
+        models=models,
+        lifespan=state.lifespan,
+    )
+    app.state.gateway = state
+    state.bind_metrics(app.state.kit.metrics.registry)
+    # Unmatched requests go to the proxy as plain ASGI: no FastAPI request parsing per call,
+    # and no trailing-slash redirect guesses (upstream paths are passed as they are).
+    app.router.default = state.proxy
+    app.router.redirect_slashes = False
+    if guard is not None:
+        # Innermost user middleware: after the kit's request context, before any route.
+        app.user_middleware.append(
+            Middleware(GuardMiddleware, guard=guard, is_public=state.is_public)
+        )
+    if settings.cors_origin_list:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origin_list,
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=EXPOSED_HEADERS,
+        )
+    return app
+
+
+app = build_app()
+
+if __name__ == "__main__":
+    serve(app, app.state.kit.settings)

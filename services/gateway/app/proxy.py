@@ -1,0 +1,372 @@
+"""The catch-all proxy: a pure-ASGI app behind the gateway's own routes.
+
+Per request: resolve against the current table (one read, so a request sees one table),
+read the body when it is JSON (to peek ``model``/``stream``; forwarded as the same bytes) or
+stream it when it is not (uploads), narrow and pick an instance, send upstream over the one
+pooled client, and relay status, headers and body chunk by chunk.
+
+- Failover: a refused or timed-out connect goes to the next candidate; nothing has reached
+  the client or the upstream yet. A streamed request body that has started is never resent.
+- Stale keep-alive: the client's pool expires idle connections before uvicorn's 5 s, and a
+  connection the upstream closed anyway (``RemoteProtocolError``/``ReadError`` before any
+  response byte) is retried once. That could repeat a request the upstream received but did
+  not answer; the retry happens at most once.
+- Timeouts: connect, first byte (httpx ``read``, long on model routes as a cold model load
+  takes minutes) and total (``UPSTREAM_TOTAL_TIMEOUT_S``).
+- Streams (``"stream": true``): until the upstream's first byte arrives the client gets
+  ``: keep-alive`` SSE comments every ``SSE_KEEPALIVE_S``; an error after that point is sent
+  as an SSE ``data:`` event because the status line is gone.
+- A client disconnect cancels the request task, which closes the upstream request.
+- Errors are the kit's: 404 unknown path / ``model_not_found``, 405, 400 bad JSON, 413,
+  503 + ``Retry-After``, 502 connect or protocol failure, 504 timeout. Upstream responses,
+  4xx and 5xx included, pass through unchanged, except an Ollama 404 for a named model
+  (Ollama's own ``not_found_error``), which becomes our ``model_not_found``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, TypeVar
+
+import httpx
+from starlette.types import Message, Receive, Scope, Send
+
+from nexus_kit import (
+    NexusError,
+    PayloadTooLargeError,
+    ServiceUnavailableError,
+    UpstreamError,
+    UpstreamTimeoutError,
+    current_request_id,
+    get_logger,
+)
+from nexus_kit.errors import ModelNotFoundError
+
+from .discovery import describe_error
+from .exchange import Exchange, RequestHead, response_headers
+from .peek import NOTHING, Peek, peek
+from .routing import Route, Target, candidates
+
+if TYPE_CHECKING:
+    from .state import GatewayState
+
+log = get_logger("nexus.gateway.proxy")
+T = TypeVar("T")
+STALE = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
+CONNECT = (httpx.ConnectError, httpx.ConnectTimeout)
+
+
+class ClientGoneError(Exception):
+    """The client went away while we were still reading its request body."""
+
+
+def make_client(
+    *, max_connections: int, keepalive_s: float, transport: httpx.AsyncBaseTransport | None = None
+) -> httpx.AsyncClient:
+    """The one upstream client of the process: pooled, keep-alive shorter than uvicorn's 5 s."""
+    limits = httpx.Limits(
+        max_connections=max_connections,
+        max_keepalive_connections=max_connections,
+        keepalive_expiry=keepalive_s,
+    )
+    # trust_env off: a proxy env var must not reroute loopback upstreams.
+    return httpx.AsyncClient(limits=limits, trust_env=False, transport=transport)
+
+
+class Body:
+    """A request body: bytes (replayable) or the client's stream (sent at most once)."""
+
+    def __init__(self, receive: Receive, data: bytes | None) -> None:
+        self.data = data
+        self._receive = receive
+        self.started = False
+        self.done = asyncio.Event()
+        if data is not None:
+            self.done.set()
+
+    @property
+    def replayable(self) -> bool:
+        return self.data is not None or not self.started
+
+    def content(self) -> bytes | AsyncIterator[bytes]:
+        return self.data if self.data is not None else self._stream()
+
+    async def _stream(self) -> AsyncIterator[bytes]:
+        self.started = True
+        while True:
+            message = await self._receive()
+            if message["type"] == "http.disconnect":
+                raise ClientGoneError()
+            yield message.get("body", b"")
+            if not message.get("more_body", False):
+                self.done.set()
+                return
+
+
+class Proxy:
+    def __init__(self, state: GatewayState) -> None:
+        self.state = state
+        self.settings = state.settings
+        self.in_flight = 0
+        s = self.settings
+        fast = httpx.Timeout(s.upstream_first_byte_timeout_s, connect=s.upstream_connect_timeout_s)
+        slow = httpx.Timeout(s.llm_first_byte_timeout_s, connect=s.upstream_connect_timeout_s)
+        self._timeouts = {False: fast.as_dict(), True: slow.as_dict()}
+        self._retry_after = math.ceil(s.health_probe_interval_s or s.eject_s)
+        self._tasks: set[asyncio.Future[None]] = set()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1000})
+            return
+        ex = Exchange(send)
+        label = "<unmatched>"
+        started = time.perf_counter()
+        self.in_flight += 1
+        try:
+            route = self.state.table.resolve(scope["method"], scope["path"])
+            scope["route"] = route  # the kit's access log and metrics label by its template
+            label = route.path
+            await self._guarded(scope, receive, ex, route)
+        except NexusError as error:
+            await ex.fail(error)
+        finally:
+            self.in_flight -= 1
+            self.state.metrics.observe(label, ex.status, time.perf_counter() - started)
+
+    async def _guarded(self, scope: Scope, receive: Receive, ex: Exchange, route: Route) -> None:
+        """Handle the request; a client disconnect cancels it (and with it the upstream call)."""
+        task = asyncio.current_task()
+        assert task is not None
+        watcher: asyncio.Task[None] | None = None
+        try:
+            head = RequestHead.parse(scope["headers"], current_request_id())
+            body = Body(receive, await self._read_body(receive, head))
+            info = self._peek(body, head)
+            targets = candidates(route, info.model)
+            watcher = asyncio.create_task(_watch_disconnect(receive, body, ex, task))
+            await self._forward(scope, ex, route, targets, head, body, info)
+        except ClientGoneError:
+            self._gone(ex, route)
+        except asyncio.CancelledError:
+            if not ex.client_gone:
+                raise
+            task.uncancel()
+            self._gone(ex, route)
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+
+    @staticmethod
+    def _gone(ex: Exchange, route: Route) -> None:
+        ex.client_gone = True
+        ex.status = 499  # nginx's "client closed request", for the metrics
+        log.info("client disconnected; upstream request cancelled", path=route.path)
+
+    async def _read_body(self, receive: Receive, head: RequestHead) -> bytes | None:
+        if head.mode == "none":
+            return b""
+        return await self._read_json(receive, head) if head.buffered else None
+
+    async def _read_json(self, receive: Receive, head: RequestHead) -> bytes:
+        limit = self.settings.max_json_body_bytes
+        if head.content_length is not None and head.content_length > limit:
+            raise PayloadTooLargeError(f"Request body over {limit} bytes.")
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ClientGoneError()
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLargeError(f"Request body over {limit} bytes.")
+            if not message.get("more_body", False):
+                return chunk if not chunks else b"".join([*chunks, chunk])
+            chunks.append(chunk)
+
+    @staticmethod
+    def _peek(body: Body, head: RequestHead) -> Peek:
+        if not body.data or not head.json_like:
+            return NOTHING
+        if head.declared_json:
+            return peek(body.data)
+        with contextlib.suppress(NexusError):  # curl -d: form type, often a JSON body
+            return peek(body.data)
+        return NOTHING
+
+    async def _forward(
+        self,
+        scope: Scope,
+        ex: Exchange,
+        route: Route,
+        targets: tuple[Target, ...],
+        head: RequestHead,
+        body: Body,
+        info: Peek,
+    ) -> None:
+        total = self.settings.upstream_total_timeout_s or None
+        keepalive = info.stream and route.streaming
+        try:
+            async with asyncio.timeout(total):
+                opening = self._open(scope, route, targets, head, body)
+                if keepalive:
+                    target, resp = await self._ticking(ex, opening, self._abandon)
+                else:
+                    target, resp = await opening
+                await self._relay(ex, target, resp, info, keepalive)
+        except TimeoutError:
+            raise UpstreamTimeoutError(
+                f"The upstream did not finish within {total:g} s.", code="upstream_timeout"
+            ) from None
+
+    async def _open(
+        self, scope: Scope, route: Route, targets: tuple[Target, ...], head: RequestHead, body: Body
+    ) -> tuple[Target, httpx.Response]:
+        """Send to the best candidate, failing over on connect errors; the response is open."""
+        tried: set[str] = set()
+        stale_retry = True
+        last: NexusError | None = None
+        while (target := self.state.balancer.pick(targets, tried)) is not None:
+            state = self.state.upstreams.state(target.key)
+            state.in_flight += 1
+            try:
+                return target, await self._send(scope, route, target, head, body)
+            except CONNECT as exc:
+                state.in_flight -= 1
+                self.state.upstreams.failure(target.key, describe_error(exc))
+                if not body.replayable:
+                    raise UpstreamError(_connect_message(target, exc)) from None
+                tried.add(target.key)
+                last = UpstreamError(_connect_message(target, exc))
+            except STALE as exc:
+                state.in_flight -= 1
+                if not (stale_retry and body.replayable):
+                    self.state.upstreams.failure(target.key, describe_error(exc))
+                    raise UpstreamError(f"The upstream {target.instance.service} failed.") from None
+                stale_retry = False  # probably a pooled connection it had just closed
+            except httpx.TimeoutException as exc:
+                state.in_flight -= 1
+                self.state.upstreams.failure(target.key, describe_error(exc))
+                raise UpstreamTimeoutError(
+                    f"The upstream {target.instance.service} did not answer in time."
+                ) from None
+            except BaseException:
+                state.in_flight -= 1
+                raise
+        raise last or ServiceUnavailableError(
+            f"No ready instance serves {route.method} {route.path} right now.",
+            retry_after=self._retry_after,
+        )
+
+    async def _send(
+        self, scope: Scope, route: Route, target: Target, head: RequestHead, body: Body
+    ) -> httpx.Response:
+        raw = scope.get("raw_path") or scope["path"].encode()
+        url = target.instance.base_url + raw[route.strip :].decode("latin-1")
+        if scope["query_string"]:
+            url += "?" + scope["query_string"].decode("latin-1")
+        request = httpx.Request(
+            scope["method"],
+            url,
+            headers=head.forward,
+            content=body.content(),
+            extensions={"timeout": self._timeouts[route.slow]},
+        )
+        started = time.perf_counter()
+        response = await self.state.client.send(request, stream=True)
+        self.state.metrics.observe_upstream(target.instance.service, time.perf_counter() - started)
+        return response
+
+    async def _relay(
+        self, ex: Exchange, target: Target, resp: httpx.Response, info: Peek, sse: bool
+    ) -> None:
+        state = self.state.upstreams.state(target.key)
+        try:
+            if resp.status_code == 404 and target.instance.kind == "ollama" and info.model:
+                await resp.aread()  # Ollama's own not_found_error for a model it lacks
+                raise ModelNotFoundError(info.model)
+            if resp.status_code >= 500:
+                self.state.upstreams.failure(target.key, f"HTTP {resp.status_code}")
+            else:
+                self.state.upstreams.success(target.key)
+            if ex.started:  # keep-alive comments went out: the status line is gone
+                await ex.relay_late(resp)
+                return
+            await ex.start(resp.status_code, response_headers(resp.headers.raw))
+            chunks = resp.aiter_raw()
+            if sse:
+                await self._first_chunk(ex, chunks)
+            async for chunk in chunks:
+                await ex.body(chunk)
+            await ex.end()
+        except httpx.HTTPError as exc:
+            self.state.upstreams.failure(target.key, describe_error(exc))
+            if not ex.started:
+                raise UpstreamError(f"The upstream {target.instance.service} failed.") from None
+            # Mid-body: the status is sent, so all we can do is cut the response short.
+            log.warning("upstream failed mid-response", upstream=target.key, error=str(exc))
+        finally:
+            state.in_flight -= 1
+            await resp.aclose()
+
+    async def _first_chunk(self, ex: Exchange, chunks: AsyncIterator[bytes]) -> None:
+        """Forward the first chunk of a stream, with keep-alive comments while it is awaited."""
+        first = await self._ticking(ex, anext(chunks, b""))
+        if first:
+            await ex.body(first)
+
+    async def _ticking(
+        self, ex: Exchange, awaitable: Awaitable[T], abandon: Callable[[T], None] | None = None
+    ) -> T:
+        """Await while sending ``: keep-alive`` comments every ``SSE_KEEPALIVE_S``."""
+        task = asyncio.ensure_future(awaitable)
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=self.settings.sse_keepalive_s)
+                if done:
+                    return task.result()
+                await ex.keepalive()
+        except BaseException:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+            elif abandon is not None and not task.cancelled() and task.exception() is None:
+                abandon(task.result())  # it finished just as we were cancelled
+            raise
+
+    def _abandon(self, opened: tuple[Target, httpx.Response]) -> None:
+        """Release a response we will not relay: its in-flight slot and its connection."""
+        target, resp = opened
+        self.state.upstreams.state(target.key).in_flight -= 1
+        self._background(resp.aclose())
+
+    def _background(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+async def _watch_disconnect(
+    receive: Receive, body: Body, ex: Exchange, task: asyncio.Task[None]
+) -> None:
+    """Cancel the request task when the client disconnects before the response is complete."""
+    await body.done.wait()  # a streamed upload owns receive() until it ends
+    while True:
+        message: Message = await receive()
+        if message["type"] == "http.disconnect":
+            if not ex.finished:
+                ex.client_gone = True
+                task.cancel()
+            return
+
+
+def _connect_message(target: Target, exc: Exception) -> str:
+    return f"Could not connect to the upstream {target.instance.service}: {describe_error(exc)}."

@@ -1,0 +1,118 @@
+"""Gateway settings: the kit's base settings plus discovery, proxy and health knobs.
+
+Every field is the env var of the same name in upper case, documented in ``.env.example``.
+Static backends are the one exception: any ``<NAME>_BASE_URL`` variable (``TTS_BASE_URL``,
+``TEMPLATE_BASE_URL``...) names a backend, so they are collected by ``static_backends_from``
+rather than declared as fields.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from dotenv import dotenv_values
+from pydantic import Field, field_validator
+
+from nexus_kit import ServiceSettings, load_settings
+
+_BASE_URL_VAR = re.compile(r"^([A-Z][A-Z0-9_]*)_BASE_URL$")
+# Not backends: the openai SDK's own variable (it points at the gateway itself), and
+# public URLs a service hands to clients (e.g. IMAGES_PUBLIC_BASE_URL points back here).
+_NOT_BACKENDS = frozenset({"OPENAI"})
+_NOT_BACKEND_PARTS = ("_PUBLIC",)
+
+
+class GatewaySettings(ServiceSettings):
+    service_name: str = "gateway"
+    service_port: int = 8800
+
+    gateway_metrics_port: int = Field(8801, ge=0, le=65535)
+    gateway_metrics_host: str = "0.0.0.0"
+
+    # Static backends: service name -> comma-separated base URLs (see static_backends_from).
+    static_backends: dict[str, str] = Field(default_factory=dict)
+    ollama_base_url: str = "http://127.0.0.1:11434"
+    ollama_refresh_s: float = Field(30.0, gt=0, le=3600)
+
+    discovery_metadata_timeout_s: float = Field(2.0, gt=0, le=60)
+    discovery_retry_max_s: float = Field(5.0, gt=0, le=300)
+    etcd_reconnect_max_s: float = Field(5.0, gt=0, le=300)
+
+    upstream_connect_timeout_s: float = Field(5.0, gt=0, le=300)
+    upstream_first_byte_timeout_s: float = Field(60.0, gt=0, le=3600)
+    llm_first_byte_timeout_s: float = Field(300.0, gt=0, le=3600)
+    upstream_total_timeout_s: float = Field(900.0, ge=0, le=86_400)
+    upstream_keepalive_s: float = Field(4.0, gt=0, le=300)
+    upstream_max_connections: int = Field(1000, ge=1, le=100_000)
+    sse_keepalive_s: float = Field(15.0, gt=0, le=600)
+    max_json_body_bytes: int = Field(32 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
+
+    eject_after_failures: int = Field(3, ge=1, le=1000)
+    eject_s: float = Field(10.0, gt=0, le=3600)
+    health_probe_interval_s: float = Field(5.0, ge=0, le=3600)
+
+    nexus_cors_origins: str = ""
+
+    @field_validator("ollama_base_url")
+    @classmethod
+    def _ollama_url(cls, value: str) -> str:
+        return _check_urls(value)
+
+    @field_validator("static_backends")
+    @classmethod
+    def _static_urls(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, urls in value.items():
+            if not re.fullmatch(r"[a-z][a-z0-9-]{0,62}", name):
+                raise ValueError(f"{name!r} is not a service name")
+            _check_urls(urls)
+        return value
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip() for o in self.nexus_cors_origins.split(",") if o.strip()]
+
+    def backend_urls(self) -> dict[str, tuple[str, list[str]]]:
+        """Static backends as ``name -> (kind, [base urls])``; Ollama's URL is one of them."""
+        found = {name: ("nexus", split_urls(urls)) for name, urls in self.static_backends.items()}
+        if split_urls(self.ollama_base_url):
+            found["ollama"] = ("ollama", split_urls(self.ollama_base_url))
+        return {name: spec for name, spec in found.items() if spec[1]}
+
+
+def split_urls(value: str) -> list[str]:
+    return [u.strip().rstrip("/") for u in value.split(",") if u.strip()]
+
+
+def _check_urls(value: str) -> str:
+    for url in split_urls(value):
+        if not url.startswith(("http://", "https://")) or not url.split("//", 1)[1]:
+            raise ValueError(f"{url!r} is not an http(s) URL")
+    return value
+
+
+def static_backends_from(environ: Mapping[str, str]) -> dict[str, str]:
+    """``TTS_BASE_URL=http://h:9940`` -> ``{"tts": "http://h:9940"}`` (``MY_SVC`` -> ``my-svc``)."""
+    found: dict[str, str] = {}
+    for var, value in environ.items():
+        match = _BASE_URL_VAR.match(var)
+        if match is None or not value or var == "OLLAMA_BASE_URL":
+            continue
+        prefix = match.group(1)
+        if prefix in _NOT_BACKENDS or any(part in prefix for part in _NOT_BACKEND_PARTS):
+            continue
+        found[prefix.lower().replace("_", "-")] = value
+    return found
+
+
+def load_gateway_settings(env_file: Path = Path(".env"), **overrides: Any) -> GatewaySettings:
+    """Settings from env and ``.env`` (env wins), static backends collected from both."""
+    file_values = (
+        {k: v for k, v in dotenv_values(env_file).items() if v} if env_file.is_file() else {}
+    )
+    merged: dict[str, str] = {**file_values, **os.environ}
+    overrides.setdefault("static_backends", static_backends_from(merged))
+    return load_settings(GatewaySettings, **overrides)

@@ -1,0 +1,149 @@
+"""Everything the gateway holds at run time, in one typed object at ``app.state.gateway``.
+
+Creating it does no I/O. The lifespan opens the HTTP clients (one pooled client for proxied
+traffic, a small one for the control plane: metadata, probes), starts discovery, the prober
+and the metrics server, and closes them all afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+import httpx
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
+
+from nexus_kit import CheckResult, ServiceMetadata, get_logger
+
+from .discovery import Discovery, Instance, Snapshot, fetch_metadata
+from .etcd import AetcdSource, EtcdSource
+from .metrics import GatewayMetrics, LiveView, MetricsServer, UpstreamGauge
+from .proxy import Proxy, make_client
+from .routing import EMPTY_TABLE, Balancer, RoutingTable, build_routing_table
+from .settings import GatewaySettings
+from .upstreams import Prober, Upstreams
+
+log = get_logger("nexus.gateway")
+
+
+class GatewayState:
+    client: httpx.AsyncClient  # proxied traffic; opened in the lifespan
+    control: httpx.AsyncClient  # metadata fetches and probes
+
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        source_factory: Callable[[str], EtcdSource] = AetcdSource,
+    ) -> None:
+        self.settings = settings
+        self.metrics = GatewayMetrics(CollectorRegistry())
+        self.upstreams = Upstreams(settings.eject_after_failures, settings.eject_s)
+        self.balancer = Balancer(self.upstreams)
+        self.table: RoutingTable = EMPTY_TABLE
+        self.discovery = Discovery(
+            settings,
+            source_factory=source_factory,
+            fetch=self._fetch,
+            on_change=self.apply,
+            on_event=lambda name: self.metrics.event(name),
+        )
+        self.proxy = Proxy(self)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def bind_metrics(self, registry: CollectorRegistry) -> None:
+        """Share the kit's registry, so 8801 and the kit's ``/metrics`` show everything."""
+        self.metrics = GatewayMetrics(registry)
+        self.metrics.add_live(self.live_view)
+
+    # the atomic swap
+
+    def apply(self, snapshot: Snapshot) -> None:
+        """Discovery published a snapshot: build its table and swap it in (one assignment)."""
+        table = build_routing_table(snapshot)
+        self.upstreams.sync(snapshot)
+        self.table = table
+
+    def is_public(self, method: str, path: str) -> bool:
+        return self.table.is_public(method, path)
+
+    # lifespan
+
+    @asynccontextmanager
+    async def lifespan(self, app: FastAPI) -> AsyncIterator[None]:
+        s = self.settings
+        self.client = make_client(
+            max_connections=s.upstream_max_connections, keepalive_s=s.upstream_keepalive_s
+        )
+        self.control = httpx.AsyncClient(
+            timeout=s.discovery_metadata_timeout_s, trust_env=False, follow_redirects=True
+        )
+        metrics_server = MetricsServer(
+            self.metrics.registry, s.gateway_metrics_host, s.gateway_metrics_port
+        )
+        try:
+            if s.gateway_metrics_port:
+                await metrics_server.start()
+            self.discovery.start()
+            if s.health_probe_interval_s > 0:
+                prober = Prober(
+                    self.upstreams, self.control, s.health_probe_interval_s,
+                    lambda: self.table.snapshot, self._recovered,
+                )  # fmt: skip
+                self._tasks.append(asyncio.create_task(prober.run(), name="gateway-prober"))
+            yield
+        finally:
+            await self._close(metrics_server)
+
+    async def _close(self, metrics_server: MetricsServer) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        await self.discovery.stop()
+        await metrics_server.stop()
+        await self.client.aclose()
+        await self.control.aclose()
+
+    async def _fetch(self, instance: Instance) -> ServiceMetadata:
+        return await fetch_metadata(self.control, instance)
+
+    def _recovered(self, instance: Instance) -> None:
+        if instance.kind == "ollama":
+            self.discovery.refresh(instance.key)  # models may have changed while it was down
+
+    # readiness and live metrics
+
+    async def check_discovery(self) -> CheckResult:
+        d = self.discovery
+        if d.synced.is_set():
+            detail = f"revision {d.revision}, {len(self.table.snapshot.instances)} instances"
+            return CheckResult(True, detail + (f"; etcd: {d.etcd_error}" if d.etcd_error else ""))
+        if not d.etcd_synced:
+            return CheckResult(
+                False, f"waiting for the first etcd read ({d.etcd_error or 'connecting'})"
+            )
+        return CheckResult(False, "waiting for the first metadata fetches")
+
+    async def check_upstreams(self) -> CheckResult:
+        """Each upstream's state; informational (not critical: the gateway serves the rest)."""
+        instances = self.table.snapshot.instances
+        states = [(i, self.upstreams.describe(i)) for i in instances]
+        detail = ", ".join(
+            f"{i.service}/{i.instance_id}={state}" + (f" ({i.error})" if i.error else "")
+            for i, state in states
+        )
+        return CheckResult(all(s == "ready" for _, s in states), detail or "no upstreams")
+
+    def live_view(self) -> LiveView:
+        gauges = []
+        for instance in self.table.snapshot.instances:
+            state = self.upstreams.states.get(instance.key)
+            ready = self.upstreams.describe(instance) == "ready"
+            in_flight = state.in_flight if state else 0
+            gauges.append(UpstreamGauge(instance.service, instance.instance_id, ready, in_flight))
+        return LiveView(self.proxy.in_flight, len(self.table.routes), gauges)

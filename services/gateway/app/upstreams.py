@@ -1,0 +1,143 @@
+"""Live state of each upstream instance: in-flight count, outlier ejection, active probing.
+
+The routing table is rebuilt only when discovery changes; this state changes per request, so
+it lives apart, keyed by instance key, and survives table swaps. An instance is *available*
+when its last probe passed and it is not ejected.
+
+- Passive: ``EJECT_AFTER_FAILURES`` consecutive failures (connect errors, timeouts, 5xx)
+  eject it for ``EJECT_S``; a success resets the count.
+- Active: every ``HEALTH_PROBE_INTERVAL_S`` each instance's ``/readyz`` (Ollama:
+  ``/api/version``) is probed; a failing probe takes it out, a passing one brings it back at
+  once (also out of an ejection).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import httpx
+
+from nexus_kit import CheckResult, get_logger
+
+from . import ollama
+from .discovery import Instance, Snapshot, describe_error
+
+log = get_logger("nexus.gateway.upstreams")
+
+
+@dataclass(slots=True)
+class UpstreamState:
+    in_flight: int = 0
+    failures: int = 0  # consecutive
+    ejected_until: float = 0.0  # monotonic
+    probe_ok: bool = True
+    detail: str | None = None
+    last_ok: float | None = None  # wall clock of the last success (request or probe)
+
+    def available(self, now: float) -> bool:
+        return self.probe_ok and now >= self.ejected_until
+
+
+class Upstreams:
+    def __init__(self, eject_after: int, eject_s: float) -> None:
+        self.eject_after = eject_after
+        self.eject_s = eject_s
+        self.states: dict[str, UpstreamState] = {}
+
+    def state(self, key: str) -> UpstreamState:
+        found = self.states.get(key)
+        if found is None:
+            found = self.states[key] = UpstreamState()
+        return found
+
+    def sync(self, snapshot: Snapshot) -> None:
+        """Forget instances that left; in-flight ones keep their object until they finish."""
+        present = {i.key for i in snapshot.instances}
+        for key in [k for k in self.states if k not in present]:
+            del self.states[key]
+
+    def success(self, key: str) -> None:
+        state = self.state(key)
+        state.failures = 0
+        state.last_ok = time.time()
+
+    def failure(self, key: str, reason: str) -> None:
+        state = self.state(key)
+        state.failures += 1
+        state.detail = reason
+        if state.failures >= self.eject_after and time.monotonic() >= state.ejected_until:
+            state.ejected_until = time.monotonic() + self.eject_s
+            log.warning("instance ejected", key=key, failures=state.failures, reason=reason)
+
+    def probed(self, key: str, result: CheckResult) -> bool:
+        """Record a probe; True when this brought the instance back."""
+        state = self.state(key)
+        was_out = not state.available(time.monotonic())
+        state.probe_ok = result.ok
+        state.detail = None if result.ok else result.detail
+        if not result.ok:
+            return False
+        state.failures = 0
+        state.ejected_until = 0.0
+        state.last_ok = time.time()
+        if was_out:
+            log.info("instance back in", key=key)
+        return was_out
+
+    def describe(self, instance: Instance) -> str:
+        """One word for the admin views: ready, draining, pending, ejected or unhealthy."""
+        if instance.draining:
+            return "draining"
+        if instance.metadata is None:
+            return "pending"
+        state = self.states.get(instance.key)
+        if state is None:
+            return "ready"
+        if not state.probe_ok:
+            return "unhealthy"
+        return "ready" if state.available(time.monotonic()) else "ejected"
+
+
+class Prober:
+    """Probes every instance with metadata on a fixed interval."""
+
+    def __init__(
+        self,
+        upstreams: Upstreams,
+        http: httpx.AsyncClient,
+        interval_s: float,
+        snapshot: Callable[[], Snapshot],
+        on_recovered: Callable[[Instance], None],
+    ) -> None:
+        self.upstreams = upstreams
+        self.http = http
+        self.interval_s = interval_s
+        self.snapshot = snapshot
+        self.on_recovered = on_recovered
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_s)
+            await self.probe_all()
+
+    async def probe_all(self) -> None:
+        targets = [i for i in self.snapshot().instances if i.metadata is not None]
+        results = await asyncio.gather(*(probe(self.http, i) for i in targets))
+        for instance, result in zip(targets, results, strict=True):
+            if self.upstreams.probed(instance.key, result):
+                self.on_recovered(instance)
+
+
+async def probe(http: httpx.AsyncClient, instance: Instance) -> CheckResult:
+    try:
+        if instance.kind == "ollama":
+            return await ollama.probe(http, instance.base_url)
+        resp = await http.get(f"{instance.base_url}/readyz")
+    except Exception as exc:
+        return CheckResult(False, describe_error(exc))
+    return CheckResult(
+        resp.status_code == 200, None if resp.is_success else f"readyz {resp.status_code}"
+    )
