@@ -210,6 +210,8 @@ class FfmpegEncoder:
     def __init__(self, response_format: str, program: str = "ffmpeg") -> None:
         self.command = [
             program, "-hide_banner", "-loglevel", "error",
+            # Raw PCM needs no probing; without this ffmpeg waits for ~5 s of input first.
+            "-probesize", "32", "-analyzeduration", "0",
             "-f", "s16le", "-ar", str(SAMPLE_RATE), "-ac", "1", "-i", "pipe:0",
             *FFMPEG_CODECS[response_format], "-flush_packets", "1", "pipe:1",
         ]  # fmt: skip
