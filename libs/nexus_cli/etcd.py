@@ -79,7 +79,7 @@ class EtcdConfig:
             "--listen-peer-urls", peer,
             "--initial-advertise-peer-urls", peer,
             "--initial-cluster", f"nexus-dev={peer}",
-            "--log-level", "warn",  # info logs a dozen lines a second at start-up
+            "--log-level", "error",  # warn/info: start-up and shutdown chatter, not news
         ]  # fmt: skip
 
 

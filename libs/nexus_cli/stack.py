@@ -12,7 +12,7 @@ import asyncio
 import signal
 import socket
 import sys
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -209,7 +209,16 @@ class Stack:
                 return False
             await asyncio.sleep(POLL_S / 2)
         self.etcd_state = "ready"
+        self._spawn(self._follow_etcd(self.etcd), "follow-etcd")
         return True
+
+    async def _follow_etcd(self, etcd: Child) -> None:
+        code = await etcd.wait()
+        if not self.stopping:
+            # Services survive an etcd outage (they re-register when it is back), so say so
+            # and keep them; the gateway keeps its last routing table meanwhile.
+            self.etcd_state = f"exited (code {code})"
+            self.out.notice(f"etcd: exited with code {code}; services keep running unregistered")
 
     # -- services -----------------------------------------------------------------------
 
@@ -237,10 +246,13 @@ class Stack:
             run.settled.set()
             self.out.notice(f"{spec.key}: could not start {argv[0]}: {exc}")
             return run
-        task = asyncio.create_task(self._follow(run), name=f"follow-{spec.key}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._spawn(self._follow(run), f"follow-{spec.key}")
         return run
+
+    def _spawn(self, coroutine: Coroutine[object, object, None], name: str) -> None:
+        task = asyncio.create_task(coroutine, name=name)
+        self._tasks.add(task)  # a strong reference, or the loop may drop the task
+        task.add_done_callback(self._tasks.discard)
 
     async def _follow(self, run: Run) -> None:
         """Readiness (bounded for the table, then still watched), then the service's exit."""

@@ -155,7 +155,8 @@ def proc_table() -> dict[int, tuple[int, int, int]]:
             except OSError:
                 continue  # it exited while we looked
             fields = stat.rsplit(")", 1)[1].split()  # the name may hold spaces or ')'
-            table[int(entry.name)] = (int(fields[1]), int(fields[2]), int(fields[3]))
+            if fields[0] != "Z":  # a zombie has exited; only its reaper has not looked yet
+                table[int(entry.name)] = (int(fields[1]), int(fields[2]), int(fields[3]))
     return table
 
 
@@ -182,6 +183,13 @@ def assert_nothing_left(family: dict[int, tuple[int, int, int]]) -> None:
     table = proc_table()
     assert not set(family) & set(table), "a child of nexus up is still running"
     assert not [pid for pid, row in table.items() if row[1] in groups], "a process group lives on"
+
+
+def wait_until_gone(family: dict[int, tuple[int, int, int]], timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while set(family) & set(proc_table()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert_nothing_left(family)
 
 
 def copy_template(root: Path, name: str) -> Path:
@@ -336,3 +344,16 @@ def test_an_etcd_already_running_is_used_and_left_running(
         assert etcd.get_prefix("/nexus/services/template/") == {}  # deregistered on the way out
     finally:
         etcd.cleanup()
+
+
+def test_children_go_even_when_nexus_up_is_killed(
+    tmp_path: Path, launch: Callable[..., Up]
+) -> None:
+    """SIGKILL leaves no time to clean up: the kernel's parent-death signal stops the rest."""
+    env = stack_env(tmp_path, TEMPLATE_PORT=free_port())
+    up = launch(REPO, "--only", "template", env=env)
+    up.wait_for("Ctrl-C stops everything.")
+    family = descendants(up.proc.pid)
+    assert len(family) >= 2  # etcd and the service
+    assert up.stop(signal.SIGKILL) == -signal.SIGKILL
+    wait_until_gone(family)
