@@ -6,12 +6,12 @@ import time
 from typing import Any
 
 import pytest
-from tests.support import instance, metadata, snapshot
 
 from app.discovery import Instance
 from app.routing import Balancer, RoutingTable, Target, build_routing_table, candidates
 from app.upstreams import Upstreams
 from nexus_kit import CheckResult, MethodNotAllowedError, ModelNotFoundError, NotFoundError
+from tests.support import instance, metadata, snapshot
 
 CHAT = ("POST", "/v1/chat/completions")
 
