@@ -16,13 +16,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .services import env_file_values, port_variable, service_dirs
+from .services import DESIGN_PORTS, env_file_values, port_variable, service_dirs
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")  # also fits SERVICE_NAME's rule
 MAX_NAME = 63
 RESERVED = {"etcd", "nexus"}  # the other prefixes ``nexus up`` prints its lines under
-# DESIGN.md's port table: never handed out to a new service.
-KNOWN_PORTS = {2379, 2380, 7860, 8800, 8801, 8810, 9000, 9940, 11434}
+# DESIGN.md's port table (etcd, its peers, gateway metrics, Ollama too): never handed out.
+KNOWN_PORTS = {*DESIGN_PORTS.values(), 2379, 2380, 8801, 11434}
 FIRST_PORT = 9001
 SKIP = shutil.ignore_patterns(
     "__pycache__", "*.pyc", ".mypy_cache", ".pytest_cache", ".ruff_cache", ".venv", ".env", "*.db"

@@ -2,7 +2,8 @@
 
 A service is a directory under ``services/`` with ``app/main.py``. Its port is the first of:
 the environment variable ``<NAME>_PORT`` (so tests and a second stack can move it), then
-``SERVICE_PORT`` in its ``.env``, then in its ``.env.example``. Its ``SERVICE_NAME`` comes
+``SERVICE_PORT`` in its ``.env``, then in its ``.env.example``, then DESIGN.md's port for a
+known component. Its ``SERVICE_NAME`` comes
 from the same files, else the directory name, so a plain ``cp -r`` copy is not mistaken for
 the template. Problems are returned as one line each, never raised, because one bad service
 must not keep the others from starting.
@@ -18,6 +19,8 @@ from pathlib import Path
 from dotenv import dotenv_values  # the parser pydantic-settings uses, so we read what services read
 
 ENV_FILES = (".env", ".env.example")  # highest precedence first
+# DESIGN.md's port table: the last resort for a known component whose env files lack a port.
+DESIGN_PORTS = {"gateway": 8800, "auth": 8810, "images": 7860, "tts": 9940, "template": 9000}
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,8 @@ def load_spec(directory: Path, environ: Mapping[str, str]) -> ServiceSpec:
         port = parse_port(environ[variable], f"{key}: {variable}")
     elif "SERVICE_PORT" in files:
         port = parse_port(files["SERVICE_PORT"], f"{key}: SERVICE_PORT in services/{key}/.env*")
+    elif key in DESIGN_PORTS:
+        port = DESIGN_PORTS[key]
     else:
         raise ServiceProblem(
             f"{key}: no SERVICE_PORT in services/{key}/.env or .env.example; set {variable}"

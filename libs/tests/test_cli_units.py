@@ -116,6 +116,10 @@ def test_service_env(root: Path) -> None:
     assert env["IMAGES_PUBLIC_BASE_URL"] == "https://img.example"
 
 
+def test_known_component_without_port_in_env_files_gets_design_port(root: Path) -> None:
+    assert load_spec(make_service(root, "gateway"), {}).port == 8800
+
+
 def test_gateway_url_follows_its_port_rule(root: Path) -> None:
     assert gateway_url(root, {}) == "http://127.0.0.1:8800"  # not written yet: the default
     make_service(root, "gateway", "SERVICE_PORT=8800\n")
