@@ -75,6 +75,7 @@ class Output:
         try:
             self.stream.write(line + "\n")
             self.stream.flush()  # a file or pipe reader sees each line as it happens
-        except (BrokenPipeError, ValueError):
-            # The reader went away (``nexus up | head``): keep supervising, stop printing.
+        except (OSError, ValueError):
+            # The reader went away (``nexus up | head``, a closed terminal): keep supervising
+            # so the services are still stopped in order; only the printing stops.
             pass
