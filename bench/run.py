@@ -162,7 +162,18 @@ def start_gateway(procs: Procs, mock_url: str, opts: argparse.Namespace, tmp: Pa
     proc = procs.start("gateway", cmd, cpu=harness.TARGET_CPU, env=env, cwd=GATEWAY_DIR)
     url = f"http://127.0.0.1:{port}"
     harness.wait_http(url + "/readyz", proc, timeout_s=60)
+    if key is not None:
+        note = _auth_enforced(url, note)
     return Target("gateway", url, key, note)
+
+
+def _auth_enforced(url: str, note: str) -> str:
+    """Say so in the report when the gateway lets a request without a key through."""
+    body = {"model": "bench", "messages": [{"role": "user", "content": "hi"}]}
+    status = httpx.post(url + "/v1/chat/completions", json=body, timeout=10).status_code
+    if status == 401:
+        return note
+    return f"auth requested but NOT enforced by the gateway (no key -> {status}): effectively off"
 
 
 def start_litellm(procs: Procs, mock_url: str, tmp: Path) -> Target:
@@ -269,7 +280,8 @@ def run_all(opts: argparse.Namespace, run: Run) -> None:
 def _ratio(value: float, base: float | None) -> str:
     if base is None or base <= 0:
         return "—"
-    return f"{value / base:.2f}x" if value / base < 10 else f"{value / base:.0f}x"
+    ratio = value / base
+    return f"{ratio:.0f}x" if ratio >= 10 else f"{ratio:.2f}x" if ratio >= 0.1 else f"{ratio:.2g}x"
 
 
 def render(run: Run) -> str:
