@@ -216,7 +216,7 @@ class Discovery:
 
     def _remove(self, key: str) -> None:
         if self._entries.pop(key, None) is not None:
-            log.info("instance gone", key=key)
+            log.info("instance gone", instance=key)
         task = self._fetches.pop(key, None)
         if task is not None:
             task.cancel()
@@ -269,7 +269,7 @@ class Discovery:
         entry = self._entries[key]
         self._entries[key] = replace(entry, metadata=metadata, error=None, seen_at=time.time())
         if entry.error is not None or entry.metadata is None:
-            log.info("instance ready", key=key, url=entry.base_url)
+            log.info("instance ready", instance=key, url=entry.base_url)
         self._on_event("metadata_ok")
         self._first_attempt_done(key)
         self._publish()
@@ -277,7 +277,7 @@ class Discovery:
     def _fetch_failed(self, key: str, error: str, delay: float) -> None:
         entry = self._entries[key]
         if entry.error != error:
-            log.warning("metadata fetch failed; retrying", key=key, error=error, retry_s=delay)
+            log.warning("metadata fetch failed; retrying", instance=key, error=error, retry_s=delay)
             self._entries[key] = replace(entry, error=error)
             self._publish()
         self._on_event("metadata_error")
@@ -319,7 +319,7 @@ def parse_registration(prefix: str, kv: KeyValue) -> Instance | None:
     try:
         reg = Registration.model_validate(orjson.loads(kv.value))
     except (orjson.JSONDecodeError, ValidationError) as exc:
-        log.warning("ignoring unreadable registration", key=kv.key, error=str(exc)[:200])
+        log.warning("ignoring unreadable registration", instance=kv.key, error=str(exc)[:200])
         return None
     name = parts[0]
     instance_id = parts[1] if len(parts) == 2 else (reg.instance_id or name)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -73,7 +73,7 @@ class AetcdSource:
         revision: int = result.header.revision
         return revision
 
-    async def watch(self, prefix: str, start_revision: int) -> AsyncIterator[Change]:
+    async def watch(self, prefix: str, start_revision: int) -> AsyncGenerator[Change, None]:
         try:
             watch = await self._client.watch_prefix(prefix.encode(), start_revision=start_revision)
         except RevisionCompactedError as exc:

@@ -70,7 +70,7 @@ class Upstreams:
         state.detail = reason
         if state.failures >= self.eject_after and time.monotonic() >= state.ejected_until:
             state.ejected_until = time.monotonic() + self.eject_s
-            log.warning("instance ejected", key=key, failures=state.failures, reason=reason)
+            log.warning("instance ejected", instance=key, failures=state.failures, reason=reason)
 
     def probed(self, key: str, result: CheckResult) -> bool:
         """Record a probe; True when this brought the instance back."""
@@ -84,7 +84,7 @@ class Upstreams:
         state.ejected_until = 0.0
         state.last_ok = time.time()
         if was_out:
-            log.info("instance back in", key=key)
+            log.info("instance back in", instance=key)
         return was_out
 
     def describe(self, instance: Instance) -> str:
