@@ -298,12 +298,13 @@ def test_crashing_and_never_ready_services_are_reported_not_waited_on(
     (sleepy / "app" / "main.py").write_text(SLEEPY_APP)
     env = stack_env(tmp_path, BROKEN_PORT=free_port(), SLEEPY_PORT=free_port())
 
-    up = launch(root, "--only", "broken,sleepy", "--ready-timeout", "1", env=env)
+    # Long enough for the broken one to crash first even on a busy machine.
+    up = launch(root, "--only", "broken,sleepy", "--ready-timeout", "3", env=env)
     up.wait_for("Ctrl-C stops everything.")
 
     assert "nexus  | broken: exited with code 1 before it was ready (its log is above)" in up.lines
     assert any("RuntimeError: broken on purpose" in line for line in up.lines)
-    assert any(line.startswith("nexus  | sleepy: not ready after 1 s") for line in up.lines)
+    assert any(line.startswith("nexus  | sleepy: not ready after 3 s") for line in up.lines)
     assert up.row("broken")[2] == "exited (code 1)"
     assert up.row("sleepy")[2] == "not ready"
 
