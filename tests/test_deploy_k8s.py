@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -130,3 +132,31 @@ def test_keys_come_from_a_secret(manifests: Manifests) -> None:
             if env["name"] in SECRETS:
                 ref = env["valueFrom"]["secretKeyRef"]
                 assert ref == {"name": secret_name, "key": env["name"]}, name
+
+
+def test_the_readme_secret_overlay_replaces_the_placeholders(tmp_path: Path) -> None:
+    overlay = tmp_path / "my-nexus"
+    overlay.mkdir()
+    (overlay / "secrets.env").write_text(
+        "NEXUS_ADMIN_API_KEY=nx-abcdefghijklmnopqrstuvwxyz\nNEXUS_INTERNAL_TOKEN=0123456789abcdef\n"
+    )
+    (overlay / "kustomization.yaml").write_text(
+        f"resources: [{os.path.relpath(K8S, overlay)}]\n"
+        "secretGenerator:\n"
+        "  - name: nexus-secrets\n"
+        "    behavior: replace\n"
+        "    envs: [secrets.env]\n"
+    )
+    docs = [d for d in yaml.safe_load_all(render(overlay)) if d]
+    (secret,) = [d for d in docs if d["kind"] == "Secret"]
+    assert secret["metadata"]["namespace"] == "nexus"
+    data = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+    assert data["NEXUS_INTERNAL_TOKEN"] == "0123456789abcdef"
+    names = {
+        env["valueFrom"]["secretKeyRef"]["name"]
+        for d in docs
+        if d["kind"] == "Deployment"
+        for env in d["spec"]["template"]["spec"]["containers"][0].get("env", [])
+        if "secretKeyRef" in env.get("valueFrom", {})
+    }
+    assert names == {secret["metadata"]["name"]}
