@@ -34,6 +34,10 @@ READ_BESIDES_FIELDS = {
     # <NAME>_BASE_URL names a static backend (DESIGN.md "Static backends from env").
     "gateway": re.compile(r"^[A-Z][A-Z0-9_]*_BASE_URL$"),
 }
+# Specified for a service but not read by it yet, tolerated until it is (then drop the entry):
+# the gateway presents NEXUS_INTERNAL_TOKEN to auth's /v1/auth/introspect (issue 4, the
+# gateway's key enforcement), so every deploy file already hands it over.
+NOT_READ_YET = {("gateway", "NEXUS_INTERNAL_TOKEN")}
 # What images and orchestrators set for the runtime, not for the service's settings.
 RUNTIME_VARIABLES = re.compile(r"^(PYTHON[A-Z_]*|PIP_[A-Z_]+|HF_HOME|POD_NAME|POD_IP)$")
 
@@ -105,6 +109,8 @@ def test_deploy_files_only_set_variables_the_service_reads(
     unknown = sorted(
         f"{service} ({where}): {variable}"
         for service, where, variable in given
-        if not RUNTIME_VARIABLES.match(variable) and not reads(service, variable, variables)
+        if not RUNTIME_VARIABLES.match(variable)
+        and not reads(service, variable, variables)
+        and (service, variable) not in NOT_READ_YET
     )
     assert unknown == [], "set for a service whose settings never read it (typo or rename?)"
