@@ -29,6 +29,7 @@ from nexus_kit import InvalidRequestError
 
 from .audio import SAMPLE_RATE, SAMPLE_WIDTH
 from .backends import BackendError
+from .subprocesses import reap
 from .threads import closing
 
 CONTENT_TYPES = {
@@ -238,9 +239,7 @@ class FfmpegEncoder:
                 task.cancel()
                 with contextlib.suppress(Exception, asyncio.CancelledError):
                     await task
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
+            await reap(proc)
 
 
 async def _pump(pcm: AsyncIterator[bytes], stdin: asyncio.StreamWriter) -> None:

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 import pytest
 
@@ -14,7 +18,7 @@ from app.backends import TTSBackend
 from app.backends.espeak import EspeakBackend
 from app.main import build_app
 from app.schemas import ResponseFormat
-from nexus_testing import UvicornThread
+from nexus_testing import ServiceProcess, UvicornThread, wait_for_http
 from tests.tts_support import (
     LONG_TEXT,
     SENTENCE,
@@ -170,3 +174,61 @@ def test_backend_crash_at_start_is_an_internal_server_error() -> None:
         assert caught.value.status_code == 500
     finally:
         server.stop()
+
+
+def espeak_children() -> list[int]:
+    """Pids of espeak-ng processes this test process started (read from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            pid, rest = stat.read_text().split(" (", 1)
+            comm, fields = rest.rsplit(") ", 1)
+        except (OSError, ValueError):
+            continue
+        if comm == "espeak-ng" and int(fields.split()[1]) == os.getpid():
+            found.append(int(pid))
+    return found
+
+
+def wait_for(predicate: Callable[[], bool], timeout_s: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def test_client_hanging_up_stops_synthesis() -> None:
+    backend = ScriptedBackend(inner=EspeakBackend(), gate_after_s=0.5)
+    server = serve(backend)
+    try:
+        with sdk(server) as client:
+            with client.audio.speech.with_streaming_response.create(
+                model="tts-1", voice="echo", input=LONG_TEXT, response_format="pcm"
+            ) as response:
+                chunks = response.iter_bytes()  # held: dropping it would close the stream
+                assert next(chunks)
+                assert espeak_children()  # still speaking, paused at the gate
+            # The response is closed mid-stream: the client hung up.
+            cancelled = 'outcome="cancelled"} 1.0'
+            assert wait_for(lambda: cancelled in httpx.get(f"{server.url}/metrics").text)
+            assert wait_for(lambda: not espeak_children())
+            assert not backend.finished.is_set()
+    finally:
+        backend.release.set()
+        server.stop()
+
+
+def test_service_runs_from_its_directory_as_its_container_does() -> None:
+    env = {"TTS_BACKEND": "stub", "ETCD_ENDPOINTS": "", "SERVICE_NAME": "tts"}
+    service = ServiceProcess(Path(__file__).resolve().parents[1], env=env).start()
+    try:
+        assert wait_for_http(f"{service.url}/readyz").json()["status"] == "ready"
+        with openai.OpenAI(base_url=f"{service.url}/v1", api_key="-", max_retries=0) as client:
+            audio = client.audio.speech.create(
+                model="tts-1", voice="alloy", input=SENTENCE, response_format="wav"
+            )
+        assert_audible(*decode(audio.content, "wav"), *speech_bounds(SENTENCE))
+    finally:
+        service.stop()

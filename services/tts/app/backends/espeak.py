@@ -18,6 +18,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from app.audio import LinearResampler, from_pcm16, to_pcm16
 from app.backends import BackendError, SpeechJob
 from app.stretch import TimeStretch
+from app.subprocesses import reap
 from app.threads import closing
 
 DEFAULT_VOICES: dict[str, str] = {
@@ -117,10 +118,10 @@ class EspeakBackend:
                 detail = (await errors).decode(errors="replace").strip()[:200]
                 raise BackendError(f"{self.program} exited with {code}: {detail}")
         finally:
-            if proc.returncode is None:  # the client went away, or we failed: stop espeak
-                proc.kill()
-                await proc.wait()
             errors.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await errors  # settled before reap() reads stderr itself
+            await reap(proc)  # the client went away, or we failed: stop espeak
 
     async def _read_audio(self, stdout: asyncio.StreamReader, speed: float) -> AsyncIterator[bytes]:
         try:
