@@ -66,6 +66,7 @@ def test_etcd_is_a_three_member_statefulset_behind_a_headless_service(
 ) -> None:
     etcd = manifests[("StatefulSet", "etcd")]["spec"]
     assert etcd["replicas"] == 3
+    assert etcd["template"]["spec"]["enableServiceLinks"] is False  # etcd reads ETCD_* vars
     headless = manifests[("Service", etcd["serviceName"])]["spec"]
     assert headless["clusterIP"] == "None"
     assert headless["publishNotReadyAddresses"] is True
@@ -84,7 +85,10 @@ def test_each_component_has_a_deployment_and_service(name: str, manifests: Manif
     service = manifests[("Service", name)]
     labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert all(labels.get(k) == v for k, v in service["spec"]["selector"].items())
-    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    pod = deployment["spec"]["template"]["spec"]
+    # Kubernetes' docker-link variables (ETCD_PORT=tcp://...) would reach the settings.
+    assert pod["enableServiceLinks"] is False
+    container = pod["containers"][0]
     resources = container["resources"]
     assert {"cpu", "memory"} <= set(resources["requests"])
     assert "memory" in resources["limits"]
