@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -165,3 +167,14 @@ def test_bad_settings_name_the_variable(
 def test_bad_maps_and_lists_are_rejected(variable: str, value: str) -> None:
     with pytest.raises(ValueError, match=variable):
         make_settings(**{variable: value})
+
+
+def test_env_example_documents_every_setting_and_loads() -> None:
+    example = Path(__file__).resolve().parents[1] / ".env.example"
+    # Optional settings without a default value are shown commented out.
+    names = set(re.findall(r"^#? ?([A-Z][A-Z0-9_]+)=", example.read_text(), re.MULTILINE))
+    assert names == {name.upper() for name in TTSSettings.model_fields}
+    settings = TTSSettings(_env_file=example)  # type: ignore[call-arg]
+    assert (settings.service_name, settings.service_port) == ("tts", 9940)
+    assert settings.tts_backend == "auto"
+    assert settings.instance_id.startswith("tts-")
