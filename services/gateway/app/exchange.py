@@ -9,7 +9,7 @@ whether the status line went out, because that decides how an error can still be
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import httpx
 import orjson
@@ -160,7 +160,8 @@ class Exchange:
             return
         if not self.started:
             body = orjson.dumps(error.envelope())
-            headers = [(b"content-type", b"application/json")]
+            headers = [(b"content-type", b"application/json"),
+                       (b"content-length", str(len(body)).encode())]  # fmt: skip
             headers += [(k.lower().encode(), v.encode()) for k, v in error.headers.items()]
             await self.start(error.status_code, headers)
             self.finished = True
@@ -181,14 +182,18 @@ class Exchange:
             raw += chunk
             if len(raw) > _LATE_ERROR_BYTES:
                 break
-        await self.fail(_late_error(resp.status_code, raw))
+        envelope = _error_envelope(raw)
+        if envelope is not None:  # the upstream's own OpenAI error, on one line
+            await self.body(b"data: " + orjson.dumps(envelope) + b"\n\n")
+            await self.end()
+        else:
+            await self.fail(UpstreamError(f"The upstream answered {resp.status_code}."))
 
 
-def _late_error(status: int, raw: bytes) -> NexusError:
-    """An upstream error body, kept as the message when it is an OpenAI envelope."""
+def _error_envelope(raw: bytes) -> dict[str, Any] | None:
     try:
         doc = orjson.loads(raw)
-        message = str(doc["error"]["message"])
-    except (orjson.JSONDecodeError, KeyError, TypeError):
-        message = f"The upstream answered {status}."
-    return UpstreamError(message, code=f"upstream_{status}")
+    except orjson.JSONDecodeError:
+        return None
+    ok = isinstance(doc, dict) and isinstance(doc.get("error"), dict)
+    return doc if ok else None

@@ -30,6 +30,7 @@ import contextlib
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
 import httpx
@@ -50,6 +51,7 @@ from .discovery import describe_error
 from .exchange import Exchange, RequestHead, response_headers
 from .peek import NOTHING, Peek, peek
 from .routing import Route, Target, candidates
+from .upstreams import UpstreamState
 
 if TYPE_CHECKING:
     from .state import GatewayState
@@ -58,6 +60,15 @@ log = get_logger("nexus.gateway.proxy")
 T = TypeVar("T")
 STALE = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
 CONNECT = (httpx.ConnectError, httpx.ConnectTimeout)
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    """An upstream response whose headers arrived; it holds an in-flight slot until closed."""
+
+    target: Target
+    state: UpstreamState
+    response: httpx.Response
 
 
 class ClientGoneError(Exception):
@@ -217,10 +228,10 @@ class Proxy:
             async with asyncio.timeout(total):
                 opening = self._open(scope, route, targets, head, body)
                 if keepalive:
-                    target, resp = await self._ticking(ex, opening, self._abandon)
+                    opened = await self._ticking(ex, opening, self._abandon)
                 else:
-                    target, resp = await opening
-                await self._relay(ex, target, resp, info, keepalive)
+                    opened = await opening
+                await self._relay(ex, opened, info, keepalive)
         except TimeoutError:
             raise UpstreamTimeoutError(
                 f"The upstream did not finish within {total:g} s.", code="upstream_timeout"
@@ -228,7 +239,7 @@ class Proxy:
 
     async def _open(
         self, scope: Scope, route: Route, targets: tuple[Target, ...], head: RequestHead, body: Body
-    ) -> tuple[Target, httpx.Response]:
+    ) -> Opened:
         """Send to the best candidate, failing over on connect errors; the response is open."""
         tried: set[str] = set()
         stale_retry = True
@@ -237,7 +248,7 @@ class Proxy:
             state = self.state.upstreams.state(target.key)
             state.in_flight += 1
             try:
-                return target, await self._send(scope, route, target, head, body)
+                return Opened(target, state, await self._send(scope, route, target, head, body))
             except CONNECT as exc:
                 state.in_flight -= 1
                 self.state.upstreams.failure(target.key, describe_error(exc))
@@ -284,10 +295,8 @@ class Proxy:
         self.state.metrics.observe_upstream(target.instance.service, time.perf_counter() - started)
         return response
 
-    async def _relay(
-        self, ex: Exchange, target: Target, resp: httpx.Response, info: Peek, sse: bool
-    ) -> None:
-        state = self.state.upstreams.state(target.key)
+    async def _relay(self, ex: Exchange, opened: Opened, info: Peek, sse: bool) -> None:
+        target, resp = opened.target, opened.response
         try:
             if resp.status_code == 404 and target.instance.kind == "ollama" and info.model:
                 await resp.aread()  # Ollama's own not_found_error for a model it lacks
@@ -313,7 +322,7 @@ class Proxy:
             # Mid-body: the status is sent, so all we can do is cut the response short.
             log.warning("upstream failed mid-response", upstream=target.key, error=str(exc))
         finally:
-            state.in_flight -= 1
+            opened.state.in_flight -= 1
             await resp.aclose()
 
     async def _first_chunk(self, ex: Exchange, chunks: AsyncIterator[bytes]) -> None:
@@ -342,11 +351,10 @@ class Proxy:
                 abandon(task.result())  # it finished just as we were cancelled
             raise
 
-    def _abandon(self, opened: tuple[Target, httpx.Response]) -> None:
+    def _abandon(self, opened: Opened) -> None:
         """Release a response we will not relay: its in-flight slot and its connection."""
-        target, resp = opened
-        self.state.upstreams.state(target.key).in_flight -= 1
-        self._background(resp.aclose())
+        opened.state.in_flight -= 1
+        self._background(opened.response.aclose())
 
     def _background(self, coro: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coro)

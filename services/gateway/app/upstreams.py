@@ -54,18 +54,23 @@ class Upstreams:
         return found
 
     def sync(self, snapshot: Snapshot) -> None:
-        """Forget instances that left; in-flight ones keep their object until they finish."""
+        """Track the snapshot's instances; in-flight requests keep the object of one that left."""
         present = {i.key for i in snapshot.instances}
         for key in [k for k in self.states if k not in present]:
             del self.states[key]
+        for key in present:
+            self.state(key)
 
     def success(self, key: str) -> None:
-        state = self.state(key)
-        state.failures = 0
-        state.last_ok = time.time()
+        state = self.states.get(key)
+        if state is not None:  # None: the instance left while the request ran
+            state.failures = 0
+            state.last_ok = time.time()
 
     def failure(self, key: str, reason: str) -> None:
-        state = self.state(key)
+        state = self.states.get(key)
+        if state is None:
+            return
         state.failures += 1
         state.detail = reason
         if state.failures >= self.eject_after and time.monotonic() >= state.ejected_until:

@@ -262,6 +262,7 @@ class OllamaScript:
 
     models: list[str] = field(default_factory=lambda: ["llama3.2:latest", "nomic-embed:latest"])
     missing: set[str] = field(default_factory=lambda: {"ghost:latest"})  # listed, then 404
+    invalid: set[str] = field(default_factory=lambda: {"picky:latest"})  # listed, then 400
     chunks: list[str] = field(default_factory=lambda: ["Hel", "lo", " there"])
     release: threading.Event = field(default_factory=threading.Event)  # set: send the rest
     hold_headers: threading.Event | None = None  # when set: wait for it before answering
@@ -281,7 +282,7 @@ async def _wait_event(event: threading.Event, timeout_s: float = 10.0) -> bool:
 
 def fake_ollama(script: OllamaScript) -> Starlette:
     def names() -> list[str]:
-        return [*script.models, *script.missing]
+        return [*script.models, *script.missing, *script.invalid]
 
     async def tags(_: Request) -> JSONResponse:
         models = [{"name": n, "modified_at": "2024-05-10T12:34:56Z"} for n in names()]
@@ -303,6 +304,10 @@ def fake_ollama(script: OllamaScript) -> Starlette:
         script.seen_request_ids.append(request.headers.get("x-request-id", ""))
         if script.hold_headers is not None:
             await _wait_event(script.hold_headers)
+        if f"{body['model']}:latest" in script.invalid:
+            error = {"message": "temperature: must be at most 2", "type": "invalid_request_error",
+                     "param": "temperature", "code": None}  # fmt: skip
+            return JSONResponse({"error": error}, status_code=400)
         if not known(body["model"]):
             return not_found(body["model"])
         if body.get("stream"):

@@ -35,7 +35,7 @@ def fresh_script(script: OllamaScript) -> None:
 
 def test_models_list(client: openai.OpenAI) -> None:
     ids = {m.id for m in client.models.list()}
-    assert ids == {"llama3.2:latest", "nomic-embed:latest", "ghost:latest"}
+    assert ids == {"llama3.2:latest", "nomic-embed:latest", "ghost:latest", "picky:latest"}
 
 
 def test_chat_completion(client: openai.OpenAI, script: OllamaScript) -> None:

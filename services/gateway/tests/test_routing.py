@@ -173,6 +173,7 @@ def test_the_table_is_immutable_and_built_fresh_each_time() -> None:
 def two_instances() -> tuple[RoutingTable, Upstreams, Balancer]:
     t = table(instance("acme", 0), instance("acme", 1))
     ups = Upstreams(eject_after=3, eject_s=60)
+    ups.sync(t.snapshot)
     return t, ups, Balancer(ups)
 
 
@@ -247,3 +248,12 @@ def test_unavailable_everywhere_picks_nothing() -> None:
         ups.probed(target.key, CheckResult(False))
     assert balancer.pick(targets) is None
     assert balancer.pick(()) is None
+
+
+def test_results_for_an_instance_that_left_are_dropped() -> None:
+    t, ups, _ = two_instances()
+    key = t.resolve("POST", "/v1/echo").targets[0].key
+    ups.sync(snapshot())  # everyone left while requests were in flight
+    ups.failure(key, "refused")
+    ups.success(key)
+    assert ups.states == {}

@@ -76,6 +76,23 @@ def test_an_error_after_keepalives_arrives_as_an_sse_event() -> None:
     assert orjson.loads(event)["error"]["code"] == "model_not_found"
 
 
+def test_an_upstream_error_after_keepalives_is_relayed_in_band() -> None:
+    hold = threading.Event()
+    script = OllamaScript(hold_headers=hold)
+    body = {**CHAT, "model": "picky", "temperature": 9}
+    with (
+        ollama_and_gateway(script, sse_keepalive_s=0.05) as (_, gw, _),
+        httpx.stream("POST", f"{gw.url}/v1/chat/completions", json=body, timeout=30) as resp,
+    ):
+        assert resp.status_code == 200  # committed by the first keep-alive
+        lines = []
+        for line in resp.iter_lines():
+            lines.append(line)
+            hold.set()
+    (event,) = data_lines(lines)
+    assert orjson.loads(event)["error"]["param"] == "temperature"  # the upstream's own error
+
+
 def test_a_client_disconnect_cancels_the_upstream_request() -> None:
     script = OllamaScript(endless=True)
     script.release.set()
