@@ -18,7 +18,7 @@ class TTSMetrics:
         )
         self.duration = Histogram(
             "nexus_tts_generation_duration_seconds",
-            "Wall time from request to the last audio byte, by backend.",
+            "Wall time from request to the end of synthesis, by backend.",
             ["backend"],
             buckets=LATENCY_BUCKETS,
             registry=registry,

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from app.audio import SAMPLE_RATE, from_pcm16
-from app.backends import BackendError, SpeechJob, TTSBackend
+from app.backends import BackendBusyError, BackendError, SpeechJob, TTSBackend
 from app.backends.espeak import EspeakBackend, rate_for
 from app.backends.pocket_tts import PocketTTSBackend
 from app.backends.stub import StubBackend
@@ -208,3 +208,17 @@ async def test_pocket_stops_generating_when_the_consumer_goes_away(
 async def test_pocket_before_loading_is_an_error() -> None:
     with pytest.raises(BackendError, match="not loaded"):
         await speak(PocketTTSBackend())
+
+
+async def test_pocket_queue_beyond_its_bound_is_busy(pocket: type[FakeTTSModel]) -> None:
+    backend = PocketTTSBackend(max_queue=1)
+    await backend.load()
+    first = backend.synthesize(SpeechJob(text=SENTENCE, voice="alloy"))
+    second = backend.synthesize(SpeechJob(text=SENTENCE, voice="alloy"))
+    assert await anext(first)
+    assert await anext(second)  # generating + one waiting (here: run one after the other)
+    with pytest.raises(BackendBusyError):
+        await anext(backend.synthesize(SpeechJob(text="Hi.", voice="alloy")))
+    await first.aclose()
+    await second.aclose()
+    assert await collect(backend.synthesize(SpeechJob(text="Hi.", voice="alloy")))

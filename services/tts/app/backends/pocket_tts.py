@@ -72,7 +72,7 @@ class PocketTTSBackend:
         self._model: Any = None
         self._states: dict[str, Any] = {}
         self._model_lock = threading.Lock()  # the model is not thread-safe
-        self._waiting = 0
+        self._admitted = 0  # requests generating or waiting for the model
 
     def unavailable_reason(self) -> str | None:
         if importlib.util.find_spec(PACKAGE) is None:
@@ -106,21 +106,17 @@ class PocketTTSBackend:
     async def synthesize(self, job: SpeechJob) -> AsyncGenerator[bytes, None]:
         if self._model is None:
             raise BackendError("the Pocket TTS model is not loaded")
-        if self._waiting > self.max_queue:
+        if self._admitted > self.max_queue:  # one generating, max_queue waiting
             raise BackendBusyError("the Pocket TTS queue is full")
-        self._waiting += 1
-        counted = True
+        self._admitted += 1
         try:
             resampler = LinearResampler(int(self._model.sample_rate), SAMPLE_RATE)
             chunks = iterate_in_thread(lambda stop: self._generate(job, stop), "pocket-tts-gen")
             async with closing(chunks) as samples_stream:
                 async for samples in samples_stream:
-                    if counted:  # generating now, no longer waiting
-                        self._waiting, counted = self._waiting - 1, False
                     yield to_pcm16(resampler.feed(samples))
         finally:
-            if counted:
-                self._waiting -= 1
+            self._admitted -= 1
 
     def _generate(self, job: SpeechJob, stop: threading.Event) -> Iterator[np.ndarray]:
         with self._model_lock:
