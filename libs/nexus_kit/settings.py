@@ -22,7 +22,12 @@ class ServiceSettings(BaseSettings):
     """What every Nexus service reads from its environment."""
 
     model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", validate_default=True
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        validate_default=True,
+        # `SERVICE_INSTANCE_ID=` copied from .env.example means "unset", not "empty string".
+        env_ignore_empty=True,
     )
 
     service_name: str = Field("service", pattern=r"^[a-z][a-z0-9-]{0,62}$")

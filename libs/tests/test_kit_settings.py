@@ -22,6 +22,14 @@ def test_env_and_dotenv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     assert settings.instance_id == settings.instance_id  # stable
 
 
+def test_empty_values_mean_unset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / ".env").write_text("SERVICE_INSTANCE_ID=\nSERVICE_ADVERTISE_URL=\n")
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(ServiceSettings, service_name="x")
+    assert settings.instance_id.startswith("x-")
+    assert settings.advertise_url == "http://127.0.0.1:8000"
+
+
 def test_prefix_gets_trailing_slash() -> None:
     assert ServiceSettings(nexus_etcd_prefix="/x/svc").nexus_etcd_prefix == "/x/svc/"
 
