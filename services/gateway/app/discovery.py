@@ -203,16 +203,18 @@ class Discovery:
         self._publish()
 
     def _put(self, kv: KeyValue, *, refetch: bool) -> None:
+        """Apply a key's value; ``refetch=False`` (a re-read) fetches only what changed."""
         entry = parse_registration(self.prefix, kv)
         if entry is None or entry.service == self.settings.service_name:
             self._remove(kv.key)  # unusable value, or the gateway itself
             return
         old = self._entries.get(kv.key)
-        same = old is not None and _same_upstream(old, entry)
-        if same and old is not None:
-            # Keep serving the known metadata while it is fetched again.
-            entry = replace(entry, metadata=old.metadata, error=old.error)
-        self._upsert(entry, refetch=refetch or not same)
+        if old is None or not _same_upstream(old, entry):
+            self._upsert(entry)
+            return
+        # Keep serving the known metadata while it is fetched again.
+        entry = replace(entry, metadata=old.metadata, error=old.error)
+        self._upsert(entry, refetch=refetch or old.revision != entry.revision)
 
     def _remove(self, key: str) -> None:
         if self._entries.pop(key, None) is not None:

@@ -55,16 +55,23 @@ def build_app(
     )
     app.state.gateway = state
     state.bind_metrics(app.state.kit.metrics.registry)
+    _install_proxy_and_edges(app, state, settings, guard)
+    return app
+
+
+def _install_proxy_and_edges(
+    app: FastAPI, state: GatewayState, settings: GatewaySettings, guard: Guard | None
+) -> None:
     # Unmatched requests go to the proxy as plain ASGI: no FastAPI request parsing per call,
     # and no trailing-slash redirect guesses (upstream paths are passed as they are).
     app.router.default = state.proxy
     app.router.redirect_slashes = False
     if guard is not None:
         # Innermost user middleware: after the kit's request context, before any route.
-        app.user_middleware.append(
-            Middleware(GuardMiddleware, guard=guard, is_public=state.is_public)
-        )
+        guarded = Middleware(GuardMiddleware, guard=guard, is_public=state.is_public)
+        app.user_middleware.append(guarded)
     if settings.cors_origin_list:
+        # Outermost: preflight is answered before the guard could ask for a bearer.
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origin_list,
@@ -72,7 +79,6 @@ def build_app(
             allow_headers=["*"],
             expose_headers=EXPOSED_HEADERS,
         )
-    return app
 
 
 app = build_app()

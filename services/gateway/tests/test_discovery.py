@@ -136,17 +136,23 @@ async def test_an_outage_resumes_from_the_last_applied_revision() -> None:
 async def test_a_compacted_revision_triggers_a_full_read() -> None:
     store = FakeEtcd()
     store.put(PREFIX + "acme/acme-1", registration("acme", "http://a1"))
+    store.put(PREFIX + "keep/k-1", registration("keep", "http://k"))
+    store.put(PREFIX + "again/g-1", registration("again", "http://g"))
     async with running(store) as (d, rec):
         await eventually_synced(d)
         store.outage()
         await eventually(lambda: d.etcd_error is not None)
         store.delete(PREFIX + "acme/acme-1")
         store.put(PREFIX + "acme/acme-3", registration("acme", "http://a3"))
+        store.put(PREFIX + "again/g-1", registration("again", "http://g"))  # re-registered
         store.compact()
         store.recover()
-        await eventually(lambda: rec.keys() == {PREFIX + "acme/acme-3"})
+        expected = {PREFIX + "acme/acme-3", PREFIX + "keep/k-1", PREFIX + "again/g-1"}
+        await eventually(lambda: rec.keys() == expected)
+        await eventually(lambda: rec.fetched.count("http://g") == 2, what="a refetch")
         assert store.reads == 2
         assert d.revision == store.revision
+        assert rec.fetched.count("http://k") == 1  # unchanged: not fetched again
 
 
 async def test_a_store_that_lost_its_data_is_read_again() -> None:
