@@ -19,6 +19,8 @@ from pydantic import Field, field_validator
 
 from nexus_kit import ServiceSettings, load_settings
 
+# Empty env values count as unset (the kit's rule), so Ollama is turned off by a word.
+OFF = frozenset({"off", "none", "disabled"})
 _BASE_URL_VAR = re.compile(r"^([A-Z][A-Z0-9_]*)_BASE_URL$")
 # Not backends: the openai SDK's own variable (it points at the gateway itself), and
 # public URLs a service hands to clients (e.g. IMAGES_PUBLIC_BASE_URL points back here).
@@ -60,7 +62,7 @@ class GatewaySettings(ServiceSettings):
     @field_validator("ollama_base_url")
     @classmethod
     def _ollama_url(cls, value: str) -> str:
-        return _check_urls(value)
+        return "" if value.strip().lower() in OFF else _check_urls(value)
 
     @field_validator("static_backends")
     @classmethod

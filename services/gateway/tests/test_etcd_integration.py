@@ -88,6 +88,8 @@ def test_a_copied_template_is_routed_at_once_and_gone_after_a_kill(
         assert instance["lease"]
         acme.signal(signal.SIGKILL)  # no deregistration: only the lease can remove it
         acme.wait()
+        # The lease runs out at most TTL after the last keep-alive; etcd's expiry sweep (0.5 s)
+        # and a busy machine get the rest of the bound.
         wait_until(lambda: echo(gw, "/services/acme/v1/echo").status_code == 404, TTL_S + 3,
                    "the dead instance to leave with its lease")  # fmt: skip
         names = [s["name"] for s in httpx.get(f"{gw.url}/v1/services").json()["data"]]
