@@ -146,6 +146,31 @@ def test_nexus_service_is_wired_to_etcd_under_its_compose_name(
     assert port in dockerfile.exposed
 
 
+def test_extra_requirements_name_files_of_the_service(services: dict[str, Any]) -> None:
+    for name, service in services.items():
+        build = service.get("build") or {}
+        extras = str((build.get("args") or {}).get("EXTRA_REQUIREMENTS", "")).split()
+        service_dir = ROOT / Path(build.get("dockerfile", "x/y")).parent
+        for extra in extras:
+            assert (service_dir / extra).is_file(), f"{name}: no {service_dir.name}/{extra}"
+
+
+def test_one_image_name_per_build(services: dict[str, Any]) -> None:
+    """Two builds with different args under one tag would overwrite each other's image."""
+    builds: dict[str, Any] = {}
+    for folder in DEPLOY_FOLDERS:
+        env = example_env(folder / ".env.example", sorted(folder.glob("*.yml")))
+        for path in sorted(folder.glob("*.yml")):
+            for service in load_compose(path, env)["services"].values():
+                if "build" in service:
+                    known = builds.setdefault(service["image"], service["build"])
+                    assert known == service["build"], path.name
+    builds.clear()
+    for name, service in services.items():
+        if "build" in service:
+            assert builds.setdefault(service["image"], service["build"]) == service["build"], name
+
+
 def test_gpu_variants_advertise_their_own_name(services: dict[str, Any]) -> None:
     for name, service in services.items():
         env = environment_of(service)
@@ -265,6 +290,9 @@ def test_deploy_files_run_one_service_against_the_shared_etcd(folder: Path) -> N
             advertised = f"http://{env['NEXUS_ADVERTISE_HOST']}:{published}"
             assert environment["SERVICE_ADVERTISE_URL"] == advertised, path.name
             assert f"{published}:{port}" in str(service["ports"][0])
+        extras = str(((service.get("build") or {}).get("args") or {}).get("EXTRA_REQUIREMENTS", ""))
+        for extra in extras.split():
+            assert (ROOT / "services" / name / extra).is_file(), f"{path.name}: no {extra}"
         if folder.name == "nerdctl":
             assert sorted(NERDCTL_UNSUPPORTED & set(service)) == [], path.name
         else:
