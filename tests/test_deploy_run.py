@@ -11,6 +11,7 @@ free ones and container paths (volumes, /data, the service user's home) temp dir
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -20,7 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from deploy_support import environment_of, parse_dockerfile, root_model, runnable_services
+from deploy_support import (
+    environment_of,
+    parse_dockerfile,
+    root_model,
+    runnable_services,
+    settings_variables,
+)
 
 from nexus_testing import EtcdServer, ServiceProcess, free_port
 
@@ -114,6 +121,13 @@ def test_image_command_starts_the_service_and_its_healthcheck_passes(
         exposed={p: port if p == container_port else free_port() for p in dockerfile.exposed},
     )  # fmt: skip
     assert env["ETCD_ENDPOINTS"] == etcd.endpoint
+    # The container's env has nothing else: blank what this machine's env would add.
+    for variable in settings_variables(service_dir) - env.keys():
+        if os.environ.get(variable):
+            env[variable] = ""
+    for variable in os.environ:
+        if variable.endswith("_BASE_URL") and variable not in env:
+            env[variable] = ""
 
     proc = ServiceProcess(service_dir, env=env, port=port, args=command_here(cmd, port))
     try:
