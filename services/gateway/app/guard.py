@@ -1,4 +1,4 @@
-"""The seam where authentication and rate limiting plug in (issue 4); nothing is checked yet.
+"""The seam where authentication and rate limiting plug in (``auth.AuthGuard`` fills it).
 
 A ``Guard`` is called once per HTTP request, after the kit has assigned the request id (so
 its refusals are logged and carry ``X-Request-ID``) and before routing, the gateway's own
@@ -6,7 +6,10 @@ routes and the proxy alike. It learns whether the request targets an open endpoi
 gateway's ``/health``, ``/readyz``, ``/v1/metadata``, or an endpoint a service marks
 ``"public": true`` (read from the current routing table). It refuses by raising a
 ``NexusError`` (``AuthenticationError`` 401, ``RateLimitError`` 429...), rendered in the
-OpenAI envelope, and may return headers to add to the response (``x-ratelimit-*``).
+OpenAI envelope, or allows it with a ``Decision``: the caller's ``Identity`` (forwarded
+upstream as ``X-Nexus-Subject`` / ``X-Nexus-Role``; the same headers sent by a client are always
+stripped, so nobody can claim an identity) and headers to add to the response
+(``x-ratelimit-*``).
 
 CORS preflight never reaches it: ``CORSMiddleware`` sits outside and answers ``OPTIONS``.
 Install one with ``build_app(settings, guard=...)``.
@@ -28,6 +31,33 @@ from .exchange import Exchange
 OPEN_PATHS = frozenset({"/health", "/readyz", "/v1/metadata"})
 
 
+IDENTITY_HEADERS = (b"x-nexus-subject", b"x-nexus-role")
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    subject: str
+    role: str
+    key_id: str | None = None
+    rate_limit_rpm: int | None = None
+    method: str = "api_key"  # api_key | jwt
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+    @property
+    def limit_key(self) -> str:
+        """What a rate limit counts against: the API key, else the token's subject."""
+        return self.key_id or f"sub:{self.subject}"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    identity: Identity | None = None
+    headers: Sequence[tuple[bytes, bytes]] = ()
+
+
 @dataclass(frozen=True, slots=True)
 class Access:
     """What a guard knows about a request before deciding."""
@@ -39,8 +69,8 @@ class Access:
 
 
 class Guard(Protocol):
-    async def __call__(self, access: Access) -> Sequence[tuple[bytes, bytes]]:
-        """Allow (returning response headers to add, maybe none) or raise a ``NexusError``."""
+    async def __call__(self, access: Access) -> Decision:
+        """Allow (with the caller's identity and response headers to add) or raise."""
         ...
 
 
@@ -57,12 +87,25 @@ class GuardMiddleware:
             await self.app(scope, receive, send)
             return
         method, path = scope["method"], scope["path"]
+        headers = scope["headers"]
+        if any(name in IDENTITY_HEADERS for name, _ in headers):
+            headers = [(n, v) for n, v in headers if n not in IDENTITY_HEADERS]
+            scope["headers"] = headers
         public = path in OPEN_PATHS or self.is_public(method, path)
         try:
-            extra = await self.guard(Access(method, path, public, scope["headers"]))
+            decision = await self.guard(Access(method, path, public, headers))
         except NexusError as error:
             await Exchange(send).fail(error)
             return
+        if decision.identity is not None:
+            who = decision.identity
+            scope["headers"] = [
+                *headers,
+                (b"x-nexus-subject", who.subject.encode()),
+                (b"x-nexus-role", who.role.encode()),
+            ]
+            scope.setdefault("state", {})["identity"] = who
+        extra = decision.headers
         if not extra:
             await self.app(scope, receive, send)
             return

@@ -3,9 +3,10 @@
 Run from this directory: ``uvicorn app.main:app --port 8800`` or ``python -m app.main``.
 
 Request path (outside in): CORS (when ``NEXUS_CORS_ORIGINS`` is set; answers preflight) ->
-the kit's request context (request id, access log, HTTP metrics) -> the ``Guard`` slot (auth
-and rate limits, issue 4; empty until then) -> the gateway's own routes (kit endpoints,
-``/v1/models``, ``/v1/routes``, ``/v1/services``) -> anything else: ``proxy.Proxy``.
+the kit's request context (request id, access log, HTTP metrics) -> the ``Guard`` slot
+(``auth.AuthGuard``: bearer, admin paths, rate limits; none when ``NEXUS_AUTH_ENABLED=false``)
+-> the gateway's own routes (kit endpoints, ``/v1/models``, ``/v1/routes``, ``/v1/services``)
+-> anything else: ``proxy.Proxy``.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ def build_app(
 ) -> FastAPI:
     settings = settings or load_gateway_settings()
     state = GatewayState(settings, source_factory)
+    if guard is None and settings.nexus_auth_enabled:
+        guard = state.auth_guard()
 
     def models() -> list[ModelInfo]:
         return [model for model, _ in ready_models(state)]

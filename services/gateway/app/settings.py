@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from dotenv import dotenv_values
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 
 from nexus_kit import ServiceSettings, load_settings
 
@@ -58,6 +58,25 @@ class GatewaySettings(ServiceSettings):
     health_probe_interval_s: float = Field(5.0, ge=0, le=3600)
 
     nexus_cors_origins: str = ""
+
+    # Auth (DESIGN "Auth"): every call needs a bearer unless this is false.
+    nexus_auth_enabled: bool = True
+    nexus_internal_token: SecretStr | None = None  # the gateway's credential for introspection
+    auth_service_name: str = Field("auth", pattern=r"^[a-z][a-z0-9-]{0,62}$")
+    auth_cache_ttl_s: float = Field(10.0, gt=0, le=30)  # a revoked key works at most this long
+    auth_negative_cache_ttl_s: float = Field(5.0, ge=0, le=30)
+    auth_timeout_s: float = Field(3.0, gt=0, le=60)
+    jwt_issuer: str = "nexus-auth"
+    jwt_audience: str = "nexus"
+    nexus_default_rate_limit_rpm: int = Field(600, ge=0)  # 0 = unlimited
+    rate_limit_storage_url: str = ""  # empty = in memory; redis://host:6379/0 to share
+
+    @field_validator("rate_limit_storage_url")
+    @classmethod
+    def _storage_url(cls, value: str) -> str:
+        if value and not value.startswith(("memory://", "redis://", "rediss://")):
+            raise ValueError("must be empty (in memory), memory:// or redis://host:port/db")
+        return value
 
     @field_validator("ollama_base_url")
     @classmethod

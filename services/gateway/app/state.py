@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -18,10 +19,12 @@ from prometheus_client import CollectorRegistry
 
 from nexus_kit import CheckResult, ServiceMetadata, get_logger
 
+from .auth import Authenticator, AuthGuard
 from .discovery import Discovery, Instance, Snapshot, fetch_metadata
 from .etcd import AetcdSource, EtcdSource
 from .metrics import GatewayMetrics, LiveView, MetricsServer, UpstreamGauge
 from .proxy import Proxy, make_client
+from .ratelimit import RateLimiter
 from .routing import EMPTY_TABLE, Balancer, RoutingTable, build_routing_table
 from .settings import GatewaySettings
 from .upstreams import Prober, Upstreams
@@ -51,6 +54,7 @@ class GatewayState:
             on_event=lambda name: self.metrics.event(name),
         )
         self.proxy = Proxy(self)
+        self.limiter: RateLimiter | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
     def bind_metrics(self, registry: CollectorRegistry) -> None:
@@ -68,6 +72,33 @@ class GatewayState:
 
     def is_public(self, method: str, path: str) -> bool:
         return self.table.is_public(method, path)
+
+    # auth
+
+    def auth_guard(self) -> AuthGuard:
+        s = self.settings
+        token = s.nexus_internal_token.get_secret_value() if s.nexus_internal_token else None
+        authenticator = Authenticator(
+            lambda: self.control, self.auth_base_url, token,
+            cache_ttl_s=s.auth_cache_ttl_s, negative_ttl_s=s.auth_negative_cache_ttl_s,
+            jwt_issuer=s.jwt_issuer, jwt_audience=s.jwt_audience, timeout_s=s.auth_timeout_s,
+        )  # fmt: skip
+        self.limiter = RateLimiter(s.rate_limit_storage_url, s.nexus_default_rate_limit_rpm)
+        return AuthGuard(authenticator, self.limiter)
+
+    def auth_base_url(self) -> str | None:
+        """A ready instance of the auth service, from the current table (no etcd call)."""
+        name = self.settings.auth_service_name
+        now = time.monotonic()
+        fallback = None
+        for instance in self.table.snapshot.instances:
+            if instance.service != name or instance.draining:
+                continue
+            state = self.upstreams.states.get(instance.key)
+            if state is None or state.available(now):
+                return instance.base_url
+            fallback = instance.base_url
+        return fallback
 
     # lifespan
 

@@ -71,6 +71,7 @@ def settings(**overrides: Any) -> GatewaySettings:
         "health_probe_interval_s": 0,
         "service_instance_id": "gateway-test",
         "log_level": "WARNING",
+        "nexus_auth_enabled": False,  # auth has its own tests (test_auth_*.py)
     }
     return GatewaySettings(**{**base, **overrides})
 

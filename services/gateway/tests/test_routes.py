@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 from typing import Any
 
 import httpx
 import respx
 from asgi_lifespan import LifespanManager
 
-from app.guard import Access
+from app.guard import Access, Decision
 from app.main import build_app
 from app.settings import GatewaySettings
 from nexus_kit import AuthenticationError
@@ -139,11 +138,11 @@ class DenyUnlessPublic:
     def __init__(self) -> None:
         self.seen: list[Access] = []
 
-    async def __call__(self, access: Access) -> Sequence[tuple[bytes, bytes]]:
+    async def __call__(self, access: Access) -> Decision:
         self.seen.append(access)
         if not access.public and (b"authorization", b"Bearer ok") not in access.headers:
             raise AuthenticationError()
-        return [(b"x-ratelimit-remaining-requests", b"99")]
+        return Decision(headers=[(b"x-ratelimit-remaining-requests", b"99")])
 
 
 async def test_a_guard_sees_every_request_with_its_public_flag() -> None:
