@@ -72,3 +72,9 @@ class RateLimiter:
 
     async def check(self) -> bool:
         return bool(await self.storage.check())
+
+    async def close(self) -> None:
+        """Close the Redis connection pool (limits has no public close; the bridge holds it)."""
+        client = getattr(getattr(self.storage, "bridge", None), "storage", None)
+        if client is not None and hasattr(client, "aclose"):
+            await client.aclose()

@@ -139,6 +139,8 @@ class GatewayState:
         await metrics_server.stop()
         await self.client.aclose()
         await self.control.aclose()
+        if self.limiter is not None:
+            await self.limiter.close()
 
     async def _fetch(self, instance: Instance) -> ServiceMetadata:
         return await fetch_metadata(self.control, instance)

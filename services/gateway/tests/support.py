@@ -271,6 +271,7 @@ class OllamaScript:
     stream_closed: threading.Event = field(default_factory=threading.Event)
     endless: bool = False  # stream until the client goes away
     seen_request_ids: list[str] = field(default_factory=list)
+    seen_headers: list[dict[str, str]] = field(default_factory=list)
 
 
 async def _wait_event(event: threading.Event, timeout_s: float = 10.0) -> bool:
@@ -303,6 +304,7 @@ def fake_ollama(script: OllamaScript) -> Starlette:
     async def chat(request: Request) -> Response:
         body = orjson.loads(await request.body())
         script.seen_request_ids.append(request.headers.get("x-request-id", ""))
+        script.seen_headers.append(dict(request.headers))
         if script.hold_headers is not None:
             await _wait_event(script.hold_headers)
         if f"{body['model']}:latest" in script.invalid:
