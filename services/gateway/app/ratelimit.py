@@ -14,7 +14,9 @@ from limits import RateLimitItemPerMinute
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 
-from nexus_kit import RateLimitError
+from nexus_kit import RateLimitError, get_logger
+
+log = get_logger("nexus.gateway.ratelimit")
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,8 +61,14 @@ class RateLimiter:
         if limit <= 0:
             return None
         item = self._item(limit)
-        allowed = await self.limiter.hit(item, "nexus-key", key)
-        stats = await self.limiter.get_window_stats(item, "nexus-key", key)
+        try:
+            allowed = await self.limiter.hit(item, "nexus-key", key)
+            stats = await self.limiter.get_window_stats(item, "nexus-key", key)
+        except Exception as exc:
+            # The counter store (Redis) is down: serve unlimited rather than fail every call;
+            # limits protect capacity, and losing them for a moment is the lesser harm.
+            log.warning("rate-limit storage unavailable; not limiting", error=type(exc).__name__)
+            return None
         quota = Quota(limit, stats.remaining, stats.reset_time - time.time())
         if not allowed:
             raise RateLimitError(

@@ -251,6 +251,15 @@ async def test_redis_storage_is_shared_between_limiters() -> None:
         await second.close()
 
 
+async def test_unreachable_redis_fails_open() -> None:
+    limiter = RateLimiter("redis://127.0.0.1:1/0", default_rpm=1)  # nothing listens on port 1
+    try:
+        assert await limiter.hit("k", 1) is None
+        assert await limiter.hit("k", 1) is None  # not refused: limits are off while it is down
+    finally:
+        await limiter.close()
+
+
 @respx.mock
 async def test_guard_public_admin_and_limits(http: httpx.AsyncClient) -> None:
     respx.post(INTROSPECT).respond(json=ACTIVE)
