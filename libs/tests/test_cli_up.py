@@ -358,3 +358,39 @@ def test_children_go_even_when_nexus_up_is_killed(
     assert len(family) >= 2  # etcd and the service
     assert up.stop(signal.SIGKILL) == -signal.SIGKILL
     wait_until_gone(family)
+
+
+def test_whole_stack_comes_up_routes_with_the_dev_key_and_stops_clean(
+    tmp_path: Path, launch: Callable[..., Up]
+) -> None:
+    """``make up`` as a newcomer runs it: every service of the repo, then Ctrl-C (SIGTERM)."""
+    names = sorted(p.parent.parent.name for p in (REPO / "services").glob("*/app/main.py"))
+    ports = {f"{name.upper()}_PORT": free_port() for name in names}
+    env = stack_env(tmp_path, **ports, GATEWAY_METRICS_PORT=free_port())
+    env.update(
+        DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'auth.db'}",
+        JWT_SIGNING_KEY_FILE=str(tmp_path / "jwt.pem"),
+        OLLAMA_BASE_URL="off",
+    )
+    up = launch(REPO, env=env)
+    up.wait_for("Ctrl-C stops everything.", timeout_s=120)
+    for name in names:
+        assert up.row(name)[2] == "ready", up.output
+    key = (tmp_path / "state" / "dev-admin-key").read_text().strip()
+    gateway = f"http://127.0.0.1:{ports['GATEWAY_PORT']}"
+    echo = f"{gateway}/services/template/v1/echo"
+    assert httpx.post(echo, json={"message": "x"}, timeout=10).status_code == 401
+    deadline = time.monotonic() + 20
+    while True:  # the gateway may still be fetching the template's metadata
+        resp = httpx.post(echo, json={"message": "hi"}, timeout=10,
+                          headers={"Authorization": f"Bearer {key}"})  # fmt: skip
+        if resp.status_code == 200 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert resp.json() == {"message": "hi", "service": "template"}
+
+    family = descendants(up.proc.pid)
+    assert up.stop(signal.SIGTERM) == 0
+    wait_until_gone(family)
+    for name, port in {**ports, "etcd": int(env["NEXUS_ETCD_PORT"])}.items():
+        assert port_is_free(port), name
