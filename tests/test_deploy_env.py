@@ -34,10 +34,8 @@ READ_BESIDES_FIELDS = {
     # <NAME>_BASE_URL names a static backend (DESIGN.md "Static backends from env").
     "gateway": re.compile(r"^[A-Z][A-Z0-9_]*_BASE_URL$"),
 }
-# Specified for a service but not read by it yet, tolerated until it is (then drop the entry):
-# the gateway presents NEXUS_INTERNAL_TOKEN to auth's /v1/auth/introspect (issue 4, the
-# gateway's key enforcement), so every deploy file already hands it over.
-NOT_READ_YET = {("gateway", "NEXUS_INTERNAL_TOKEN")}
+# Specified for a service but not read by it yet, tolerated until it is (then drop the entry).
+NOT_READ_YET: set[tuple[str, str]] = set()
 # What images and orchestrators set for the runtime, not for the service's settings.
 RUNTIME_VARIABLES = re.compile(r"^(PYTHON[A-Z_]*|PIP_[A-Z_]+|HF_HOME|POD_NAME|POD_IP)$")
 
