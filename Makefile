@@ -42,6 +42,7 @@ lint: bootstrap
 
 typecheck: bootstrap
 	cd libs && ../$(VENV)/bin/mypy nexus_kit nexus_cli nexus_testing tests
+	$(VENV)/bin/mypy tests scripts bench
 	for s in $(SERVICES); do (cd services/$$s && ../../$(VENV)/bin/mypy app tests) || exit 1; done
 
 test: bootstrap extras lint typecheck
