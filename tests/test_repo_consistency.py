@@ -38,3 +38,15 @@ def test_requirements_match_lock(service: Path) -> None:
     assert _pins(committed) == _pins(exported), (
         f"services/{service.name}/requirements.txt drifted from uv.lock: run `make requirements`"
     )
+
+
+def test_vendored_openai_schemas_match_the_published_document() -> None:
+    import json
+
+    from nexus_testing.openai_schema import VENDORED, extract, load_source_components, spec_path
+
+    if not spec_path().exists():
+        pytest.skip(f"{spec_path()} is not here (a clone without shared/): nothing to compare")
+    assert json.loads(VENDORED.read_text()) == extract(load_source_components()), (
+        "run `.venv/bin/python scripts/vendor_openai_schemas.py`"
+    )

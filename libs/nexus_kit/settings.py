@@ -88,7 +88,7 @@ def describe_validation_error(error: ValidationError) -> str:
     for item in error.errors():
         name = "_".join(str(p) for p in item["loc"]).upper() or "settings"
         if any(word in name for word in _SECRET_WORDS):
-            parts.append(f"{name}: {item['msg']}")  # never echo what may be a secret
+            parts.append(f"{name}=<hidden>: {item['msg']}")  # never echo what may be a secret
         else:
             given: Any = item.get("input")
             parts.append(f"{name}={given!r}: {item['msg']}")

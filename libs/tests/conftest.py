@@ -1,34 +1,15 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 import httpx
-import jsonschema
 import pytest
-import yaml
 from asgi_lifespan import LifespanManager
 from fastapi import APIRouter, FastAPI
 
 from nexus_kit import ServiceSettings, create_app
-
-OPENAPI = Path(__file__).resolve().parents[2].parent / "shared" / "openai-openapi.yaml"
-
-
-@lru_cache(maxsize=1)
-def openai_spec() -> dict[str, Any]:
-    with OPENAPI.open() as fh:
-        loaded: dict[str, Any] = yaml.safe_load(fh)
-    return loaded
-
-
-def assert_openai_schema(component: str, document: Any) -> None:
-    """Validate ``document`` against one of OpenAI's published component schemas."""
-    spec = openai_spec()
-    schema = {"$ref": f"#/components/schemas/{component}", "components": spec["components"]}
-    jsonschema.Draft202012Validator(schema).validate(document)
+from nexus_testing.openai_schema import assert_openai_schema
 
 
 @pytest.fixture

@@ -4,22 +4,18 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 import httpx
-import jsonschema
-import yaml
 from asgi_lifespan import LifespanManager
 
 from app.main import build_app
 from app.settings import AuthSettings
+from nexus_testing.openai_schema import assert_openai_schema
 
 ADMIN_KEY = "nx-test-bootstrap-admin-key-0123456789"
 INTERNAL_TOKEN = "gateway-internal-token-0123456789"
 PASSWORD = "correct horse battery staple"
-OPENAPI = Path(__file__).resolve().parents[3].parent / "shared" / "openai-openapi.yaml"
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -30,19 +26,13 @@ ADMIN = bearer(ADMIN_KEY)
 GATEWAY = bearer(INTERNAL_TOKEN)
 
 
-@lru_cache(maxsize=1)
-def _error_validator() -> jsonschema.Draft202012Validator:
-    with OPENAPI.open() as fh:
-        spec = yaml.load(fh, Loader=yaml.CSafeLoader)
-    schema = {"$ref": "#/components/schemas/ErrorResponse", "components": spec["components"]}
-    return jsonschema.Draft202012Validator(schema)
 
 
 def assert_error(resp: httpx.Response, status: int, code: str | None = None) -> dict[str, Any]:
     """A clean error: the expected status, the OpenAI ``ErrorResponse`` shape, and the code."""
     assert resp.status_code == status, resp.text
     body: dict[str, Any] = resp.json()
-    _error_validator().validate(body)
+    assert_openai_schema("ErrorResponse", body)
     if code is not None:
         assert body["error"]["code"] == code, body
     error: dict[str, Any] = body["error"]

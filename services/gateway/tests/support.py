@@ -14,14 +14,10 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 import httpx
-import jsonschema
 import orjson
-import yaml
 from asgi_lifespan import LifespanManager
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -35,27 +31,10 @@ from app.settings import GatewaySettings
 from app.state import GatewayState
 from nexus_kit import Endpoint, ModelInfo, ServiceMetadata
 from nexus_kit.metadata import Capabilities, ServiceInfo
+from nexus_testing.openai_schema import assert_openai_schema
 
-OPENAPI = Path(__file__).resolve().parents[3].parent / "shared" / "openai-openapi.yaml"
-
-
-# -- OpenAI schemas ---------------------------------------------------------------------
-
-
-@lru_cache(maxsize=1)
-def openai_spec() -> dict[str, Any]:
-    with OPENAPI.open() as fh:  # ~3 MB: the C loader, once per session
-        loaded: dict[str, Any] = yaml.load(fh, Loader=yaml.CSafeLoader)
-    return loaded
-
-
-def assert_openai_schema(component: str, document: Any) -> None:
-    """Validate against one of OpenAI's published component schemas (Draft 2020-12)."""
-    schema = {
-        "$ref": f"#/components/schemas/{component}",
-        "components": openai_spec()["components"],
-    }
-    jsonschema.Draft202012Validator(schema).validate(document)
+# OpenAI schema checks: one shared helper (vendored component schemas).
+__all__ = ["assert_openai_schema"]
 
 
 # -- settings and an in-process gateway -------------------------------------------------

@@ -6,22 +6,20 @@ import base64
 import io
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from functools import cache
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import yaml
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from jsonschema import Draft202012Validator
 from PIL import Image
 
 from app.settings import ImagesSettings
+from nexus_testing.openai_schema import components as openai_components
 
 # OpenAI's published OpenAPI document lies in shared/, beside the repository.
-OPENAPI = Path(__file__).resolve().parents[3].parent / "shared" / "openai-openapi.yaml"
 
 SettingsFactory = Callable[..., ImagesSettings]
 ClientFactory = Callable[[FastAPI], AbstractAsyncContextManager[httpx.AsyncClient]]
@@ -56,12 +54,6 @@ def open_client() -> ClientFactory:
     return run
 
 
-@cache
-def _components() -> dict[str, Any]:
-    with OPENAPI.open("rb") as f:
-        doc = yaml.load(f, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-    components: dict[str, Any] = doc["components"]
-    return components
 
 
 @pytest.fixture(scope="session")
@@ -69,7 +61,7 @@ def openai_schema() -> SchemaCheck:
     """Validate a document against one of OpenAI's component schemas (JSON Schema 2020-12)."""
 
     def check(name: str, document: Any) -> None:
-        schema = {"$ref": f"#/components/schemas/{name}", "components": _components()}
+        schema = {"$ref": f"#/components/schemas/{name}", "components": openai_components()}
         Draft202012Validator(schema).validate(document)
 
     return check

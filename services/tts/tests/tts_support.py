@@ -9,19 +9,17 @@ import subprocess
 import threading
 import types
 from collections.abc import AsyncIterator, Iterator, Mapping
-from functools import cache
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import soundfile
-import yaml
 from jsonschema import Draft202012Validator
 
 from app.audio import SAMPLE_RATE, FloatArray, seconds_of, to_pcm16
 from app.backends import BackendBusyError, SpeechJob, TTSBackend
 from app.backends.stub import tone
 from app.settings import TTSSettings
+from nexus_testing.openai_schema import components as openai_components
 
 SENTENCE = "The quick brown fox jumps over the lazy dog."  # nine words
 LONG_TEXT = " ".join([SENTENCE] * 12)
@@ -194,18 +192,9 @@ def fake_pocket_module(model: type[FakeTTSModel]) -> types.ModuleType:
     return module
 
 
-OPENAPI = Path(__file__).resolve().parents[3].parent / "shared" / "openai-openapi.yaml"
-
-
-@cache
-def _openai_components() -> dict[str, Any]:
-    with OPENAPI.open("rb") as f:
-        doc = yaml.load(f, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-    components: dict[str, Any] = doc["components"]
-    return components
 
 
 def check_openai_schema(name: str, document: Any) -> None:
     """Validate ``document`` against OpenAI's component schema ``name`` (JSON Schema 2020-12)."""
-    schema = {"$ref": f"#/components/schemas/{name}", "components": _openai_components()}
+    schema = {"$ref": f"#/components/schemas/{name}", "components": openai_components()}
     Draft202012Validator(schema).validate(document)
