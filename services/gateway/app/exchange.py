@@ -8,11 +8,12 @@ whether the status line went out, because that decides how an error can still be
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import httpx
 import orjson
+from aiohttp import StreamReader
 from starlette.types import Send
 
 from nexus_kit import NexusError, UpstreamError
@@ -49,7 +50,7 @@ BodyMode = Literal["none", "buffer", "stream"]
 
 @dataclass(slots=True)
 class RequestHead:
-    forward: list[tuple[bytes, bytes]]
+    forward: list[tuple[str, str]]  # as the upstream client takes them (latin-1, like HTTP)
     content_type: bytes
     content_length: int | None
     mode: BodyMode
@@ -69,7 +70,7 @@ class RequestHead:
 
     @classmethod
     def parse(cls, headers: list[tuple[bytes, bytes]], request_id: str | None) -> RequestHead:
-        forward: list[tuple[bytes, bytes]] = []
+        kept: list[tuple[bytes, bytes]] = []
         ctype, length, chunked, listed = b"", None, False, b""
         for name, value in headers:  # ASGI header names are lower case
             if name == b"content-type":
@@ -81,20 +82,21 @@ class RequestHead:
             elif name == b"connection":
                 listed = value
             if name not in _NOT_FORWARDED:
-                forward.append((name, value))
+                kept.append((name, value))
         if listed:
-            forward = _drop_listed(forward, listed)
+            kept = _drop_listed(kept, listed)
+        forward = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in kept]
         mode: BodyMode = "none"
         if chunked or (length or 0) > 0:
             mode = "stream" if ctype.startswith(_STREAMED_TYPES) else "buffer"
         if mode == "stream" and length is not None:
-            forward.append((b"content-length", str(length).encode()))  # keep the framing
+            forward.append(("content-length", str(length)))  # keep the framing
         if request_id:
-            forward.append((b"x-request-id", request_id.encode()))
+            forward.append(("x-request-id", request_id))
         return cls(forward, ctype, length, mode)
 
 
-def response_headers(raw: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+def response_headers(raw: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
     """The upstream's headers as the client gets them; SSE gets anti-buffering headers."""
     out: list[tuple[bytes, bytes]] = []
     sse = False
@@ -170,24 +172,22 @@ class Exchange:
             await self.body(b"data: " + orjson.dumps(error.envelope()) + b"\n\n")
             await self.end()
 
-    async def relay_late(self, resp: httpx.Response) -> None:
+    async def relay_late(self, status: int, content: StreamReader) -> None:
         """The upstream answered after our keep-alives committed the status: relay in-band."""
-        if resp.is_success:
-            async for chunk in resp.aiter_raw():
+        if 200 <= status < 300:
+            while chunk := await content.readany():
                 await self.body(chunk)
             await self.end()
             return
         raw = b""
-        async for chunk in resp.aiter_bytes():
+        while len(raw) <= _LATE_ERROR_BYTES and (chunk := await content.readany()):
             raw += chunk
-            if len(raw) > _LATE_ERROR_BYTES:
-                break
         envelope = _error_envelope(raw)
         if envelope is not None:  # the upstream's own OpenAI error, on one line
             await self.body(b"data: " + orjson.dumps(envelope) + b"\n\n")
             await self.end()
         else:
-            await self.fail(UpstreamError(f"The upstream answered {resp.status_code}."))
+            await self.fail(UpstreamError(f"The upstream answered {status}."))
 
 
 def _error_envelope(raw: bytes) -> dict[str, Any] | None:

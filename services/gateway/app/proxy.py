@@ -3,15 +3,16 @@
 Per request: resolve against the current table (one read, so a request sees one table),
 read the body when it is JSON (to peek ``model``/``stream``; forwarded as the same bytes) or
 stream it when it is not (uploads), narrow and pick an instance, send upstream over the one
-pooled client, and relay status, headers and body chunk by chunk.
+pooled client (``client.py``: aiohttp, ADR 0005), and relay status, headers and body chunk
+by chunk.
 
 - Failover: a refused or timed-out connect goes to the next candidate; nothing has reached
   the client or the upstream yet. A streamed request body that has started is never resent.
 - Stale keep-alive: the client's pool expires idle connections before uvicorn's 5 s, and a
-  connection the upstream closed anyway (``RemoteProtocolError``/``ReadError`` before any
-  response byte) is retried once. That could repeat a request the upstream received but did
-  not answer; the retry happens at most once.
-- Timeouts: connect, first byte (httpx ``read``, long on model routes as a cold model load
+  connection the upstream closed anyway (disconnected or reset before any response byte) is
+  retried once (by aiohttp itself for idempotent methods, here for the others). That could
+  repeat a request the upstream received but did not answer; the retry happens at most once.
+- Timeouts: connect, first byte (``sock_read``, long on model routes as a cold model load
   takes minutes) and total (``UPSTREAM_TOTAL_TIMEOUT_S``).
 - Streams (``"stream": true``): until the upstream's first byte arrives the client gets
   ``: keep-alive`` SSE comments every ``SSE_KEEPALIVE_S``; an error after that point is sent
@@ -33,8 +34,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
-import httpx
+import aiohttp
 from starlette.types import Message, Receive, Scope, Send
+from yarl import URL
 
 from nexus_kit import (
     NexusError,
@@ -47,6 +49,7 @@ from nexus_kit import (
 )
 from nexus_kit.errors import ModelNotFoundError
 
+from . import client
 from .discovery import describe_error
 from .exchange import Exchange, RequestHead, response_headers
 from .peek import NOTHING, Peek, peek
@@ -58,8 +61,6 @@ if TYPE_CHECKING:
 
 log = get_logger("nexus.gateway.proxy")
 T = TypeVar("T")
-STALE = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
-CONNECT = (httpx.ConnectError, httpx.ConnectTimeout)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,33 +69,23 @@ class Opened:
 
     target: Target
     state: UpstreamState
-    response: httpx.Response
+    response: aiohttp.ClientResponse
 
 
 class ClientGoneError(Exception):
     """The client went away while we were still reading its request body."""
 
 
-def make_client(
-    *, max_connections: int, keepalive_s: float, transport: httpx.AsyncBaseTransport | None = None
-) -> httpx.AsyncClient:
-    """The one upstream client of the process: pooled, keep-alive shorter than uvicorn's 5 s."""
-    limits = httpx.Limits(
-        max_connections=max_connections,
-        max_keepalive_connections=max_connections,
-        keepalive_expiry=keepalive_s,
-    )
-    # trust_env off: a proxy env var must not reroute loopback upstreams.
-    return httpx.AsyncClient(limits=limits, trust_env=False, transport=transport)
-
-
 class Body:
     """A request body: bytes (replayable) or the client's stream (sent at most once)."""
+
+    __slots__ = ("_receive", "data", "done", "gone", "started")
 
     def __init__(self, receive: Receive, data: bytes | None) -> None:
         self.data = data
         self._receive = receive
         self.started = False
+        self.gone = False  # the client left mid-upload (aiohttp reports it as its own error)
         self.done = asyncio.Event()
         if data is not None:
             self.done.set()
@@ -103,14 +94,17 @@ class Body:
     def replayable(self) -> bool:
         return self.data is not None or not self.started
 
-    def content(self) -> bytes | AsyncIterator[bytes]:
-        return self.data if self.data is not None else self._stream()
+    def content(self) -> bytes | AsyncIterator[bytes] | None:
+        if self.data is not None:
+            return self.data or None
+        return self._stream()
 
     async def _stream(self) -> AsyncIterator[bytes]:
         self.started = True
         while True:
             message = await self._receive()
             if message["type"] == "http.disconnect":
+                self.gone = True
                 raise ClientGoneError()
             yield message.get("body", b"")
             if not message.get("more_body", False):
@@ -124,11 +118,12 @@ class Proxy:
         self.settings = state.settings
         self.in_flight = 0
         s = self.settings
-        fast = httpx.Timeout(s.upstream_first_byte_timeout_s, connect=s.upstream_connect_timeout_s)
-        slow = httpx.Timeout(s.llm_first_byte_timeout_s, connect=s.upstream_connect_timeout_s)
-        self._timeouts = {False: fast.as_dict(), True: slow.as_dict()}
+        connect = s.upstream_connect_timeout_s
+        self._timeouts = {
+            False: client.timeout(connect, s.upstream_first_byte_timeout_s),
+            True: client.timeout(connect, s.llm_first_byte_timeout_s),
+        }
         self._retry_after = math.ceil(s.health_probe_interval_s or s.eject_s)
-        self._tasks: set[asyncio.Future[None]] = set()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -242,32 +237,34 @@ class Proxy:
     ) -> Opened:
         """Send to the best candidate, failing over on connect errors; the response is open."""
         tried: set[str] = set()
-        stale_retry = True
+        stale_retry = scope["method"] not in client.RETRIED_BY_CLIENT
         last: NexusError | None = None
         while (target := self.state.balancer.pick(targets, tried)) is not None:
             state = self.state.upstreams.state(target.key)
             state.in_flight += 1
             try:
                 return Opened(target, state, await self._send(scope, route, target, head, body))
-            except CONNECT as exc:
+            except client.CONNECT as exc:
                 state.in_flight -= 1
+                self._check_gone(body)
                 self.state.upstreams.failure(target.key, describe_error(exc))
                 if not body.replayable:
                     raise UpstreamError(_connect_message(target, exc)) from None
                 tried.add(target.key)
                 last = UpstreamError(_connect_message(target, exc))
-            except STALE as exc:
-                state.in_flight -= 1
-                if not (stale_retry and body.replayable):
-                    self.state.upstreams.failure(target.key, describe_error(exc))
-                    raise UpstreamError(f"The upstream {target.instance.service} failed.") from None
-                stale_retry = False  # probably a pooled connection it had just closed
-            except httpx.TimeoutException as exc:
+            except client.TIMEOUT as exc:
                 state.in_flight -= 1
                 self.state.upstreams.failure(target.key, describe_error(exc))
                 raise UpstreamTimeoutError(
                     f"The upstream {target.instance.service} did not answer in time."
                 ) from None
+            except client.ClientError as exc:  # stale connection or a broken response
+                state.in_flight -= 1
+                self._check_gone(body)
+                if not (stale_retry and body.replayable and isinstance(exc, client.STALE)):
+                    self.state.upstreams.failure(target.key, describe_error(exc))
+                    raise UpstreamError(f"The upstream {target.instance.service} failed.") from None
+                stale_retry = False  # probably a pooled connection it had just closed
             except BaseException:
                 state.in_flight -= 1
                 raise
@@ -276,46 +273,52 @@ class Proxy:
             retry_after=self._retry_after,
         )
 
+    @staticmethod
+    def _check_gone(body: Body) -> None:
+        if body.gone:  # the upload failed because the client left, not the upstream
+            raise ClientGoneError()
+
     async def _send(
         self, scope: Scope, route: Route, target: Target, head: RequestHead, body: Body
-    ) -> httpx.Response:
+    ) -> aiohttp.ClientResponse:
         raw = scope.get("raw_path") or scope["path"].encode()
         url = target.instance.base_url + raw[route.strip :].decode("latin-1")
         if scope["query_string"]:
             url += "?" + scope["query_string"].decode("latin-1")
-        request = httpx.Request(
-            scope["method"],
-            url,
-            headers=head.forward,
-            content=body.content(),
-            extensions={"timeout": self._timeouts[route.slow]},
-        )
         started = time.perf_counter()
-        response = await self.state.client.send(request, stream=True)
+        response = await self.state.client.request(
+            scope["method"],
+            URL(url, encoded=True),  # as the client sent it: no re-quoting
+            headers=head.forward,
+            data=body.content(),
+            allow_redirects=False,
+            timeout=self._timeouts[route.slow],
+        )
         self.state.metrics.observe_upstream(target.instance.service, time.perf_counter() - started)
         return response
 
     async def _relay(self, ex: Exchange, opened: Opened, info: Peek, sse: bool) -> None:
         target, resp = opened.target, opened.response
         try:
-            if resp.status_code == 404 and target.instance.kind == "ollama" and info.model:
-                await resp.aread()  # Ollama's own not_found_error for a model it lacks
+            status = resp.status
+            if status == 404 and target.instance.kind == "ollama" and info.model:
+                await resp.read()  # Ollama's own not_found_error for a model it lacks
                 raise ModelNotFoundError(info.model)
-            if resp.status_code >= 500:
-                self.state.upstreams.failure(target.key, f"HTTP {resp.status_code}")
+            if status >= 500:
+                self.state.upstreams.failure(target.key, f"HTTP {status}")
             else:
                 self.state.upstreams.success(target.key)
+            content = resp.content
             if ex.started:  # keep-alive comments went out: the status line is gone
-                await ex.relay_late(resp)
+                await ex.relay_late(status, content)
                 return
-            await ex.start(resp.status_code, response_headers(resp.headers.raw))
-            chunks = resp.aiter_raw()
+            await ex.start(status, response_headers(resp.raw_headers))
             if sse:
-                await self._first_chunk(ex, chunks)
-            async for chunk in chunks:
+                await self._first_chunk(ex, content)
+            while chunk := await content.readany():
                 await ex.body(chunk)
             await ex.end()
-        except httpx.HTTPError as exc:
+        except client.ClientError as exc:
             self.state.upstreams.failure(target.key, describe_error(exc))
             if not ex.started:
                 raise UpstreamError(f"The upstream {target.instance.service} failed.") from None
@@ -323,11 +326,11 @@ class Proxy:
             log.warning("upstream failed mid-response", upstream=target.key, error=str(exc))
         finally:
             opened.state.in_flight -= 1
-            await resp.aclose()
+            resp.release()  # back to the pool when read to the end, closed otherwise
 
-    async def _first_chunk(self, ex: Exchange, chunks: AsyncIterator[bytes]) -> None:
+    async def _first_chunk(self, ex: Exchange, content: aiohttp.StreamReader) -> None:
         """Forward the first chunk of a stream, with keep-alive comments while it is awaited."""
-        first = await self._ticking(ex, anext(chunks, b""))
+        first = await self._ticking(ex, content.readany())
         if first:
             await ex.body(first)
 
@@ -351,15 +354,11 @@ class Proxy:
                 abandon(task.result())  # it finished just as we were cancelled
             raise
 
-    def _abandon(self, opened: Opened) -> None:
+    @staticmethod
+    def _abandon(opened: Opened) -> None:
         """Release a response we will not relay: its in-flight slot and its connection."""
         opened.state.in_flight -= 1
-        self._background(opened.response.aclose())
-
-    def _background(self, coro: Awaitable[None]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        opened.response.close()
 
 
 async def _watch_disconnect(

@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
+import aiohttp
 import httpx
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
@@ -20,10 +21,11 @@ from prometheus_client import CollectorRegistry
 from nexus_kit import CheckResult, ServiceMetadata, get_logger
 
 from .auth import Authenticator, AuthGuard
+from .client import make_client
 from .discovery import Discovery, Instance, Snapshot, fetch_metadata
 from .etcd import AetcdSource, EtcdSource
 from .metrics import GatewayMetrics, LiveView, MetricsServer, UpstreamGauge
-from .proxy import Proxy, make_client
+from .proxy import Proxy
 from .ratelimit import RateLimiter
 from .routing import EMPTY_TABLE, Balancer, RoutingTable, build_routing_table
 from .settings import GatewaySettings
@@ -33,7 +35,7 @@ log = get_logger("nexus.gateway")
 
 
 class GatewayState:
-    client: httpx.AsyncClient  # proxied traffic; opened in the lifespan
+    client: aiohttp.ClientSession  # proxied traffic (ADR 0005); opened in the lifespan
     control: httpx.AsyncClient  # metadata fetches and probes
 
     def __init__(
@@ -137,7 +139,7 @@ class GatewayState:
         self._tasks.clear()
         await self.discovery.stop()
         await metrics_server.stop()
-        await self.client.aclose()
+        await self.client.close()
         await self.control.aclose()
         if self.limiter is not None:
             await self.limiter.close()

@@ -15,6 +15,7 @@ from app.settings import GatewaySettings
 from nexus_kit import AuthenticationError
 from tests.support import assert_openai_schema, gateway, instance, meta_json, metadata, settings
 from tests.support import snapshot as make_snapshot
+from tests.upstream import FakeUpstream, Reply, answer
 
 OLLAMA = "http://ollama.test"
 AUTH = "http://auth.test"
@@ -147,11 +148,17 @@ class DenyUnlessPublic:
 
 async def test_a_guard_sees_every_request_with_its_public_flag() -> None:
     guard = DenyUnlessPublic()
+    # The proxied call goes over a real socket (aiohttp), so the auth backend is a real fake.
+    auth = FakeUpstream(metadata("auth", [("POST", "/v1/auth/login"), ("GET", "/v1/me")],
+                                 public=frozenset({"/v1/auth/login"})))  # fmt: skip
+    auth.route("POST", "/v1/auth/login", answer(Reply.json({"token": "t"})))
     with respx.mock(assert_all_called=False) as mock:
         mock_backends(mock)
-        mock.post(f"{AUTH}/v1/auth/login").respond(json={"token": "t"})
-        cfg = config(nexus_cors_origins="https://app.example")
-        async with gateway(cfg, guard=guard) as (client, _):
+        mock.route(host="127.0.0.1").pass_through()
+        await auth.start()
+        cfg = settings(ollama_base_url=OLLAMA, static_backends={"auth": auth.url},
+                       nexus_cors_origins="https://app.example")  # fmt: skip
+        async with auth, gateway(cfg, guard=guard) as (client, _):
             assert (await client.get("/health")).status_code == 200
             refused = await client.get("/v1/models")
             assert refused.status_code == 401
