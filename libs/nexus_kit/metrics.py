@@ -1,4 +1,8 @@
-"""Prometheus metrics, one registry per app (so several apps can live in one test process)."""
+"""Prometheus metrics, one registry per app (so several apps can live in one test process).
+
+Label children are cached per label set: ``labels()`` validates and locks on every call, which
+costs more than the observation itself on a request path.
+"""
 
 from __future__ import annotations
 
@@ -28,7 +32,15 @@ class HttpMetrics:
         self.in_flight = Gauge(
             "nexus_http_requests_in_flight", "Requests being served now.", registry=self.registry
         )
+        self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
-        self.requests.labels(method, route, str(status)).inc()
-        self.latency.labels(method, route).observe(seconds)
+        key = (method, route, status)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = (
+                self.requests.labels(method, route, str(status)),
+                self.latency.labels(method, route),
+            )
+        children[0].inc()
+        children[1].observe(seconds)

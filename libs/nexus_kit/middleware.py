@@ -1,12 +1,15 @@
 """One pure-ASGI middleware for request ids, the access log line, metrics and in-flight tracking.
 
 Pure ASGI (not ``BaseHTTPMiddleware``) so streaming bodies pass through untouched and the
-request-id contextvar is visible to the route and everything it calls.
+request-id contextvar is visible to the route and everything it calls. It runs on every
+request of every service (the gateway's hot path included), so its work is kept flat: the
+access line is rendered once (``logging.AccessLog``), metric children are cached.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any
 
@@ -15,12 +18,14 @@ import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .errors import error_envelope
-from .logging import get_logger
+from .logging import AccessLog, get_logger
 from .metrics import HttpMetrics
 from .requestid import REQUEST_ID_HEADER, accept_or_generate, set_request_id
 
 _QUIET_PATHS = frozenset({"/health", "/readyz", "/metrics"})
+_ID_HEADER = REQUEST_ID_HEADER.encode()
 log = get_logger("nexus.http")
+access_log = AccessLog("nexus.http")
 
 
 class InFlight:
@@ -59,7 +64,11 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        raw_id = next((v for k, v in scope["headers"] if k == b"x-request-id"), None)
+        raw_id = None
+        for name, value in scope["headers"]:
+            if name == _ID_HEADER:
+                raw_id = value
+                break
         request_id = accept_or_generate(raw_id)
         set_request_id(request_id)
         structlog.contextvars.bind_contextvars(request_id=request_id)
@@ -67,14 +76,14 @@ class RequestContextMiddleware:
         status = 500
         started = False
         start = time.perf_counter()
-        id_header = (REQUEST_ID_HEADER.encode(), request_id.encode())
+        id_header = (_ID_HEADER, request_id.encode())
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status, started
             if message["type"] == "http.response.start":
                 started = True
                 status = message["status"]
-                message["headers"] = [*message.get("headers", []), id_header]
+                message["headers"] = [*message.get("headers", ()), id_header]
             await send(message)
 
         self.in_flight.enter()
@@ -91,16 +100,12 @@ class RequestContextMiddleware:
             self.metrics.in_flight.dec()
             elapsed = time.perf_counter() - start
             route = getattr(scope.get("route"), "path", None) or "<unmatched>"
-            self.metrics.observe(scope["method"], route, status, elapsed)
-            path = scope["path"]
-            level = "debug" if path in _QUIET_PATHS and status < 400 else "info"
-            getattr(log, level)(
-                "request",
-                method=scope["method"],
-                path=path,
-                status=status,
-                duration_ms=round(elapsed * 1000, 2),
-            )
+            method, path = scope["method"], scope["path"]
+            self.metrics.observe(method, route, status, elapsed)
+            quiet = path in _QUIET_PATHS and status < 400
+            fields = {"method": method, "path": path, "status": status,
+                      "duration_ms": round(elapsed * 1000, 2)}  # fmt: skip
+            access_log.emit(logging.DEBUG if quiet else logging.INFO, "request", fields, request_id)
             structlog.contextvars.unbind_contextvars("request_id")
 
 
