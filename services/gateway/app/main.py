@@ -20,6 +20,7 @@ from starlette.middleware.cors import CORSMiddleware
 from nexus_kit import Capabilities, Check, ModelInfo, create_app
 from nexus_kit.run import serve
 
+from .dispatch import ProxyFirst
 from .etcd import AetcdSource, EtcdSource
 from .guard import Guard, GuardMiddleware
 from .routes import ready_models, router
@@ -73,6 +74,8 @@ def _install_proxy_and_edges(
         # Innermost user middleware: after the kit's request context, before any route.
         guarded = Middleware(GuardMiddleware, guard=guard, is_public=state.is_public)
         app.user_middleware.append(guarded)
+    # Innermost of all: proxied paths skip Starlette's exception layer and router (dispatch.py).
+    app.user_middleware.append(Middleware(ProxyFirst, proxy=state.proxy, routes=app.routes))
     if settings.cors_origin_list:
         # Outermost: preflight is answered before the guard could ask for a bearer.
         app.add_middleware(
