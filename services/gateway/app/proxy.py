@@ -17,7 +17,8 @@ by chunk.
 - Streams (``"stream": true``): until the upstream's first byte arrives the client gets
   ``: keep-alive`` SSE comments every ``SSE_KEEPALIVE_S``; an error after that point is sent
   as an SSE ``data:`` event because the status line is gone.
-- A client disconnect cancels the request task, which closes the upstream request.
+- A client disconnect cancels the request task, which closes the upstream request (watched
+  from ``liveness.WATCH_AFTER_S`` on: a quicker request costs no watcher task).
 - Errors are the kit's: 404 unknown path / ``model_not_found``, 405, 400 bad JSON, 413,
   503 + ``Retry-After``, 502 connect or protocol failure, 504 timeout. Upstream responses,
   4xx and 5xx included, pass through unchanged, except an Ollama 404 for a named model
@@ -30,12 +31,12 @@ import asyncio
 import contextlib
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 import aiohttp
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 from yarl import URL
 
 from nexus_kit import (
@@ -52,6 +53,7 @@ from nexus_kit.errors import ModelNotFoundError
 from . import client
 from .discovery import describe_error
 from .exchange import Exchange, RequestHead, response_headers
+from .liveness import DisconnectWatch, watch_disconnect, with_keepalive
 from .peek import NOTHING, Peek, peek
 from .routing import Route, Target, candidates
 from .upstreams import UpstreamState
@@ -60,7 +62,6 @@ if TYPE_CHECKING:
     from .state import GatewayState
 
 log = get_logger("nexus.gateway.proxy")
-T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,13 +150,13 @@ class Proxy:
         """Handle the request; a client disconnect cancels it (and with it the upstream call)."""
         task = asyncio.current_task()
         assert task is not None
-        watcher: asyncio.Task[None] | None = None
+        watch: DisconnectWatch | None = None
         try:
             head = RequestHead.parse(scope["headers"], current_request_id())
             body = Body(receive, await self._read_body(receive, head))
             info = self._peek(body, head)
             targets = candidates(route, info.model)
-            watcher = asyncio.create_task(_watch_disconnect(receive, body, ex, task))
+            watch = DisconnectWatch(lambda: watch_disconnect(receive, body.done, ex, task))
             await self._forward(scope, ex, route, targets, head, body, info)
         except ClientGoneError:
             self._gone(ex, route)
@@ -165,8 +166,8 @@ class Proxy:
             task.uncancel()
             self._gone(ex, route)
         finally:
-            if watcher is not None:
-                watcher.cancel()
+            if watch is not None:
+                watch.cancel()
 
     @staticmethod
     def _gone(ex: Exchange, route: Route) -> None:
@@ -223,7 +224,8 @@ class Proxy:
             async with asyncio.timeout(total):
                 opening = self._open(scope, route, targets, head, body)
                 if keepalive:
-                    opened = await self._ticking(ex, opening, self._abandon)
+                    interval = self.settings.sse_keepalive_s
+                    opened = await with_keepalive(ex, interval, opening, self._abandon)
                 else:
                     opened = await opening
                 await self._relay(ex, opened, info, keepalive)
@@ -330,49 +332,15 @@ class Proxy:
 
     async def _first_chunk(self, ex: Exchange, content: aiohttp.StreamReader) -> None:
         """Forward the first chunk of a stream, with keep-alive comments while it is awaited."""
-        first = await self._ticking(ex, content.readany())
+        first = await with_keepalive(ex, self.settings.sse_keepalive_s, content.readany())
         if first:
             await ex.body(first)
-
-    async def _ticking(
-        self, ex: Exchange, awaitable: Awaitable[T], abandon: Callable[[T], None] | None = None
-    ) -> T:
-        """Await while sending ``: keep-alive`` comments every ``SSE_KEEPALIVE_S``."""
-        task = asyncio.ensure_future(awaitable)
-        try:
-            while True:
-                done, _ = await asyncio.wait({task}, timeout=self.settings.sse_keepalive_s)
-                if done:
-                    return task.result()
-                await ex.keepalive()
-        except BaseException:
-            if not task.done():
-                task.cancel()
-                with contextlib.suppress(BaseException):
-                    await task
-            elif abandon is not None and not task.cancelled() and task.exception() is None:
-                abandon(task.result())  # it finished just as we were cancelled
-            raise
 
     @staticmethod
     def _abandon(opened: Opened) -> None:
         """Release a response we will not relay: its in-flight slot and its connection."""
         opened.state.in_flight -= 1
         opened.response.close()
-
-
-async def _watch_disconnect(
-    receive: Receive, body: Body, ex: Exchange, task: asyncio.Task[None]
-) -> None:
-    """Cancel the request task when the client disconnects before the response is complete."""
-    await body.done.wait()  # a streamed upload owns receive() until it ends
-    while True:
-        message: Message = await receive()
-        if message["type"] == "http.disconnect":
-            if not ex.finished:
-                ex.client_gone = True
-                task.cancel()
-            return
 
 
 def _connect_message(target: Target, exc: Exception) -> str:

@@ -1,0 +1,134 @@
+"""Timers around one proxied exchange: SSE keep-alive comments and the client-disconnect watch.
+
+Both used to be a task per request, awaited through ``asyncio.wait``; on the hot path that is
+two or three extra tasks and as many trips through the event loop's queue before a stream's
+first event (time to first event is a target). Now the request task awaits the upstream
+itself and a timer handle (``call_later``, cancelled when done) does the rest, so a request
+that is answered before the timer fires creates no task at all:
+
+- ``KeepAlive``: every ``SSE_KEEPALIVE_S`` while it runs, a short task sends ``: keep-alive``.
+  ``stop()`` waits for one that is mid-send, so the request task never sends concurrently.
+- ``DisconnectWatch``: after ``WATCH_AFTER_S`` a task listens on ``receive()`` and cancels the
+  request task when the client goes away (the upstream call is cancelled with it). Quicker
+  requests never need it; a client that leaves earlier is noticed at that point.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from starlette.types import Receive
+
+from .exchange import Exchange
+
+T = TypeVar("T")
+WATCH_AFTER_S = 0.2
+
+
+class KeepAlive:
+    __slots__ = ("_error", "_ex", "_handle", "_interval", "_loop", "_sending")
+
+    def __init__(self, ex: Exchange, interval_s: float) -> None:
+        self._ex = ex
+        self._interval = interval_s
+        self._loop = asyncio.get_running_loop()
+        self._sending: asyncio.Task[None] | None = None
+        self._error: Exception | None = None
+        self._handle: asyncio.TimerHandle | None = self._loop.call_later(interval_s, self._fire)
+
+    def _fire(self) -> None:
+        self._handle = None
+        self._sending = self._loop.create_task(self._send())
+
+    async def _send(self) -> None:
+        try:
+            await self._ex.keepalive()
+        except Exception as exc:  # the client is gone; the request task hears it in stop()
+            self._error = exc
+            return
+        self._handle = self._loop.call_later(self._interval, self._fire)
+
+    async def stop(self) -> None:
+        """No more comments; returns once none is being sent (raises what sending raised)."""
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        sending, self._sending = self._sending, None
+        if sending is not None and not sending.done():
+            await sending
+        if self._handle is not None:  # re-armed by the send we just waited for
+            self._handle.cancel()
+            self._handle = None
+        if self._error is not None:
+            raise self._error
+
+    def cancel(self) -> None:
+        """The request is over (or cancelled): stop without waiting."""
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        if self._sending is not None:
+            self._sending.cancel()
+            self._sending = None
+
+
+class DisconnectWatch:
+    __slots__ = ("_handle", "_listen", "_task")
+
+    def __init__(self, listen: Callable[[], Awaitable[None]]) -> None:
+        self._listen = listen
+        self._task: asyncio.Task[None] | None = None
+        loop = asyncio.get_running_loop()
+        self._handle: asyncio.TimerHandle | None = loop.call_later(WATCH_AFTER_S, self._start)
+
+    def _start(self) -> None:
+        self._handle = None
+        self._task = asyncio.ensure_future(self._listen())
+
+    def cancel(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        if self._task is not None:
+            self._task.cancel()
+
+
+async def watch_disconnect(
+    receive: Receive, body_done: asyncio.Event, ex: Exchange, task: asyncio.Task[None]
+) -> None:
+    """Cancel the request task when the client disconnects before the response is complete."""
+    await body_done.wait()  # a streamed upload owns receive() until it ends
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            if not ex.finished:
+                ex.client_gone = True
+                task.cancel()
+            return
+
+
+async def with_keepalive(
+    ex: Exchange,
+    interval_s: float,
+    awaitable: Awaitable[T],
+    abandon: Callable[[T], None] | None = None,
+) -> T:
+    """Await in this task while ``: keep-alive`` comments go out every ``interval_s``.
+
+    ``abandon`` releases a result that was obtained but can no longer be used (the request
+    was cancelled, or the client left, while the last comment was being sent)."""
+    ticker = KeepAlive(ex, interval_s)
+    try:
+        result = await awaitable
+    except BaseException:
+        ticker.cancel()
+        raise
+    try:
+        await ticker.stop()
+    except BaseException:
+        ticker.cancel()
+        if abandon is not None:
+            abandon(result)
+        raise
+    return result
