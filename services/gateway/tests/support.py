@@ -51,6 +51,7 @@ def settings(**overrides: Any) -> GatewaySettings:
         "service_instance_id": "gateway-test",
         "log_level": "WARNING",
         "nexus_auth_enabled": False,  # auth has its own tests (test_auth_*.py)
+        "gc_freeze_after_startup": False,  # a test process must keep collecting its garbage
     }
     return GatewaySettings(**{**base, **overrides})
 
