@@ -145,9 +145,9 @@ class Exchange:
         if chunk:
             await self._send({"type": "http.response.body", "body": chunk, "more_body": True})
 
-    async def end(self) -> None:
+    async def end(self, chunk: bytes = b"") -> None:
         self.finished = True
-        await self._send({"type": "http.response.body", "body": b"", "more_body": False})
+        await self._send({"type": "http.response.body", "body": chunk, "more_body": False})
 
     async def keepalive(self) -> None:
         """An SSE comment; the first one commits the response to ``200 text/event-stream``."""

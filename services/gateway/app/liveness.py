@@ -8,9 +8,10 @@ that is answered before the timer fires creates no task at all:
 
 - ``KeepAlive``: every ``SSE_KEEPALIVE_S`` while it runs, a short task sends ``: keep-alive``.
   ``stop()`` waits for one that is mid-send, so the request task never sends concurrently.
-- ``DisconnectWatch``: after ``WATCH_AFTER_S`` a task listens on ``receive()`` and cancels the
-  request task when the client goes away (the upstream call is cancelled with it). Quicker
-  requests never need it; a client that leaves earlier is noticed at that point.
+- ``Watch``: after ``WATCH_AFTER_S`` a task listens on ``receive()`` and cancels the request
+  task when the client goes away (the upstream call is cancelled with it) or when the total
+  timeout is reached (one timer for both, instead of ``asyncio.timeout`` plus a watcher).
+  Quicker requests never need it; a client that leaves earlier is noticed at that point.
 """
 
 from __future__ import annotations
@@ -74,38 +75,65 @@ class KeepAlive:
             self._sending = None
 
 
-class DisconnectWatch:
-    __slots__ = ("_handle", "_listen", "_task")
+class Watch:
+    """The client and the clock, watched for one request from ``WATCH_AFTER_S`` on.
 
-    def __init__(self, listen: Callable[[], Awaitable[None]]) -> None:
-        self._listen = listen
-        self._task: asyncio.Task[None] | None = None
+    After ``WATCH_AFTER_S`` (or at the total deadline, if sooner) a task listens on
+    ``receive()``: a disconnect sets ``ex.client_gone`` and cancels the request task; reaching
+    the deadline sets ``timed_out`` and cancels it. The request task tells the two apart by
+    those flags. A request done before the timer fires never starts the task.
+    """
+
+    __slots__ = ("_body_done", "_deadline", "_ex", "_handle", "_receive", "_request", "_task",
+                 "timed_out")  # fmt: skip
+
+    def __init__(
+        self,
+        receive: Receive,
+        body_done: asyncio.Event,
+        ex: Exchange,
+        request: asyncio.Task[None],
+        total_s: float | None,
+    ) -> None:
         loop = asyncio.get_running_loop()
-        self._handle: asyncio.TimerHandle | None = loop.call_later(WATCH_AFTER_S, self._start)
+        self._receive = receive
+        self._body_done = body_done
+        self._ex = ex
+        self._request = request
+        self._deadline = loop.time() + total_s if total_s else None
+        self._task: asyncio.Task[None] | None = None
+        self.timed_out = False
+        first = min(WATCH_AFTER_S, total_s) if total_s else WATCH_AFTER_S
+        self._handle: asyncio.TimerHandle | None = loop.call_later(first, self._start)
 
     def _start(self) -> None:
         self._handle = None
-        self._task = asyncio.ensure_future(self._listen())
+        self._task = asyncio.ensure_future(self._watch())
+
+    async def _watch(self) -> None:
+        try:
+            async with asyncio.timeout_at(self._deadline):
+                await self._body_done.wait()  # a streamed upload owns receive() until it ends
+                while (await self._receive())["type"] != "http.disconnect":
+                    pass
+            self._stop(client_gone=True)
+        except TimeoutError:
+            self._stop(client_gone=False)
+
+    def _stop(self, *, client_gone: bool) -> None:
+        if self._ex.finished:
+            return
+        if client_gone:
+            self._ex.client_gone = True
+        else:
+            self.timed_out = True
+        self._request.cancel()
 
     def cancel(self) -> None:
         if self._handle is not None:
             self._handle.cancel()
         if self._task is not None:
             self._task.cancel()
-
-
-async def watch_disconnect(
-    receive: Receive, body_done: asyncio.Event, ex: Exchange, task: asyncio.Task[None]
-) -> None:
-    """Cancel the request task when the client disconnects before the response is complete."""
-    await body_done.wait()  # a streamed upload owns receive() until it ends
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            if not ex.finished:
-                ex.client_gone = True
-                task.cancel()
-            return
 
 
 async def with_keepalive(

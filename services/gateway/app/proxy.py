@@ -53,7 +53,7 @@ from nexus_kit.errors import ModelNotFoundError
 from . import client
 from .discovery import describe_error
 from .exchange import Exchange, RequestHead, response_headers
-from .liveness import DisconnectWatch, watch_disconnect, with_keepalive
+from .liveness import Watch, with_keepalive
 from .peek import NOTHING, Peek, peek
 from .routing import Route, Target, candidates
 from .upstreams import UpstreamState
@@ -125,6 +125,7 @@ class Proxy:
             True: client.timeout(connect, s.llm_first_byte_timeout_s),
         }
         self._retry_after = math.ceil(s.health_probe_interval_s or s.eject_s)
+        self._total_s = s.upstream_total_timeout_s or None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -150,17 +151,23 @@ class Proxy:
         """Handle the request; a client disconnect cancels it (and with it the upstream call)."""
         task = asyncio.current_task()
         assert task is not None
-        watch: DisconnectWatch | None = None
+        watch: Watch | None = None
         try:
             head = RequestHead.parse(scope["headers"], current_request_id())
             body = Body(receive, await self._read_body(receive, head))
             info = self._peek(body, head)
             targets = candidates(route, info.model)
-            watch = DisconnectWatch(lambda: watch_disconnect(receive, body.done, ex, task))
+            watch = Watch(receive, body.done, ex, task, self._total_s)
             await self._forward(scope, ex, route, targets, head, body, info)
         except ClientGoneError:
             self._gone(ex, route)
         except asyncio.CancelledError:
+            if watch is not None and watch.timed_out:
+                task.uncancel()
+                raise UpstreamTimeoutError(
+                    f"The upstream did not finish within {self._total_s:g} s.",
+                    code="upstream_timeout",
+                ) from None
             if not ex.client_gone:
                 raise
             task.uncancel()
@@ -218,21 +225,14 @@ class Proxy:
         body: Body,
         info: Peek,
     ) -> None:
-        total = self.settings.upstream_total_timeout_s or None
         keepalive = info.stream and route.streaming
-        try:
-            async with asyncio.timeout(total):
-                opening = self._open(scope, route, targets, head, body)
-                if keepalive:
-                    interval = self.settings.sse_keepalive_s
-                    opened = await with_keepalive(ex, interval, opening, self._abandon)
-                else:
-                    opened = await opening
-                await self._relay(ex, opened, info, keepalive)
-        except TimeoutError:
-            raise UpstreamTimeoutError(
-                f"The upstream did not finish within {total:g} s.", code="upstream_timeout"
-            ) from None
+        opening = self._open(scope, route, targets, head, body)
+        if keepalive:
+            interval = self.settings.sse_keepalive_s
+            opened = await with_keepalive(ex, interval, opening, self._abandon)
+        else:
+            opened = await opening
+        await self._relay(ex, opened, info, keepalive)
 
     async def _open(
         self, scope: Scope, route: Route, targets: tuple[Target, ...], head: RequestHead, body: Body
@@ -317,9 +317,12 @@ class Proxy:
             await ex.start(status, response_headers(resp.raw_headers))
             if sse:
                 await self._first_chunk(ex, content)
-            while chunk := await content.readany():
+            while True:  # the last chunk goes out with the end of the body: one send less
+                chunk = await content.readany()
+                if content.at_eof():
+                    await ex.end(chunk)
+                    break
                 await ex.body(chunk)
-            await ex.end()
         except client.ClientError as exc:
             self.state.upstreams.failure(target.key, describe_error(exc))
             if not ex.started:
