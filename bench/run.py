@@ -155,7 +155,7 @@ def start_gateway(procs: Procs, mock_url: str, opts: argparse.Namespace, tmp: Pa
         )
         note = "auth on (API key checked with the auth service, cached)"
     cmd = [harness.PYTHON, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1",
-           "--port", str(port)]  # fmt: skip
+           "--port", str(port), *image_options(GATEWAY_DIR)]  # fmt: skip
     if opts.gateway_workers > 1:
         cmd += ["--workers", str(opts.gateway_workers)]
         note += f", {opts.gateway_workers} workers"
@@ -165,6 +165,29 @@ def start_gateway(procs: Procs, mock_url: str, opts: argparse.Namespace, tmp: Pa
     if key is not None:
         note = _auth_enforced(url, note)
     return Target("gateway", url, key, note)
+
+
+def image_options(service_dir: Path) -> list[str]:
+    """The uvicorn options of the service's image CMD (``--loop asyncio``...), host and port aside:
+    the gateway is measured as its container runs it."""
+    dockerfile = service_dir / "Dockerfile"
+    if not dockerfile.is_file():
+        return []
+    cmd_lines = [ln for ln in dockerfile.read_text().splitlines() if ln.startswith("CMD ")]
+    if not cmd_lines:
+        return []
+    args: list[str] = json.loads(cmd_lines[-1].removeprefix("CMD "))
+    rest = args[args.index("app.main:app") + 1 :] if "app.main:app" in args else []
+    kept: list[str] = []
+    skip = False
+    for arg in rest:
+        if skip:
+            skip = False
+        elif arg in ("--host", "--port"):
+            skip = True
+        else:
+            kept.append(arg)
+    return kept
 
 
 def _auth_enforced(url: str, note: str) -> str:
