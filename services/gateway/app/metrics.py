@@ -7,7 +7,9 @@ nothing per request and they never show instances that have left.
 
 The server is a few lines of asyncio in the gateway's own event loop rather than
 prometheus_client's thread: the collector then reads gateway state from the loop that
-mutates it, and nothing installs signal handlers next to uvicorn's.
+mutates it, and nothing installs signal handlers next to uvicorn's. One process serves one
+metrics port; a port already taken (a second process, e.g. ``uvicorn --workers``) stops the
+start with a message saying so, instead of a bare ``EADDRINUSE`` (README "Scaling").
 """
 
 from __future__ import annotations
@@ -135,7 +137,16 @@ class MetricsServer:
         self._server: asyncio.Server | None = None
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, self.host, self.port)
+        try:
+            self._server = await asyncio.start_server(self._serve, self.host, self.port)
+        except OSError as exc:
+            # Typically a second gateway process on this host: uvicorn --workers is not how the
+            # gateway scales (each worker would need its own metrics port and discovery).
+            raise RuntimeError(
+                f"GATEWAY_METRICS_PORT {self.port} on {self.host} is not free ({exc.strerror}). "
+                "One gateway process per metrics port: scale out with replicas (one process "
+                "per core), not uvicorn --workers; or give each process its own port."
+            ) from exc
 
     async def stop(self) -> None:
         if self._server is not None:

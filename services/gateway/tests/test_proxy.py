@@ -8,6 +8,7 @@ mockable with respx, and should not be: connection handling is part of what is t
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -331,3 +332,15 @@ async def test_metrics_are_served_on_their_own_port() -> None:
         'nexus_http_requests_total{method="POST",route="/v1/echo",status="200"} 1.0',
     ):
         assert line in text, line
+
+
+async def test_a_taken_metrics_port_stops_the_start_with_a_reason() -> None:
+    """One process per metrics port (no uvicorn --workers): a clash says what to do instead."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = settings(gateway_metrics_port=port, gateway_metrics_host="127.0.0.1")
+        with pytest.raises(RuntimeError, match="GATEWAY_METRICS_PORT .* replicas"):
+            async with gateway(config):
+                pass
