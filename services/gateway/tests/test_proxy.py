@@ -341,6 +341,6 @@ async def test_a_taken_metrics_port_stops_the_start_with_a_reason() -> None:
         taken.listen()
         port = taken.getsockname()[1]
         config = settings(gateway_metrics_port=port, gateway_metrics_host="127.0.0.1")
-        with pytest.raises(RuntimeError, match="GATEWAY_METRICS_PORT .* replicas"):
+        with pytest.raises(RuntimeError, match=r"GATEWAY_METRICS_PORT .* replicas"):
             async with gateway(config):
                 pass
