@@ -1,0 +1,114 @@
+"""The hot path stays cheap: regression checks that count work instead of timing it.
+
+Speed is measured by ``bench/`` (issue 7); these tests pin down the properties the figures
+rest on, so a change that quietly undoes one fails here rather than in the next benchmark:
+
+- keep-alive: N sequential requests reuse one pooled upstream connection;
+- no full-body JSON parse (``model``/``stream`` are peeked), no client, session or logger
+  created per request, no metric label lookup once a route's children exist;
+- proxied paths never walk Starlette's router (``dispatch.ProxyFirst``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aiohttp
+import httpx
+import orjson
+import pytest
+import structlog
+from prometheus_client.metrics import MetricWrapperBase
+from starlette.routing import Router
+
+from app.state import GatewayState
+from tests.support import gateway, metadata, settings
+from tests.upstream import FakeUpstream, Reply, answer
+
+N = 20
+CHAT = {
+    "model": "bench",
+    "messages": [{"role": "system", "content": "You answer with {\"model\": ...} JSON."},
+                 {"role": "user", "content": "Say hello. " * 50}],
+    "max_tokens": 16,
+    "stream": False,
+}  # fmt: skip
+
+
+@asynccontextmanager
+async def chat_upstream() -> AsyncIterator[tuple[httpx.AsyncClient, GatewayState, FakeUpstream]]:
+    endpoints = [("POST", "/v1/chat/completions"), ("GET", "/v1/models")]
+    fake = FakeUpstream(metadata("llm", endpoints, models=["bench"]))
+    fake.route("POST", "/v1/chat/completions", answer(Reply.json({"id": "c", "choices": []})))
+    async with fake, gateway(settings(static_backends={"llm": fake.url})) as (client, state):
+        yield client, state, fake
+
+
+async def chat(client: httpx.AsyncClient) -> None:
+    resp = await client.post("/v1/chat/completions", json=CHAT)
+    assert resp.status_code == 200, resp.text
+
+
+class Counter:
+    """Counts calls to the callables it wraps (still calling them)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.monkeypatch = monkeypatch
+        self.calls: dict[str, int] = {}
+
+    def wrap(self, owner: Any, name: str, label: str | None = None) -> None:
+        original: Callable[..., Any] = getattr(owner, name)
+        key = label or f"{getattr(owner, '__name__', owner)}.{name}"
+        self.calls[key] = 0
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.calls[key] += 1
+            return original(*args, **kwargs)
+
+        self.monkeypatch.setattr(owner, name, counted)
+
+
+async def test_sequential_requests_reuse_one_upstream_connection() -> None:
+    async with chat_upstream() as (client, _, fake):
+        await chat(client)  # opens the pooled connection
+        opened = fake.connections
+        for _ in range(N):
+            await chat(client)
+        assert fake.connections == opened  # N more requests, not one more connection
+        assert len(fake.calls("POST", "/v1/chat/completions")) == N + 1
+
+
+async def test_no_per_request_parse_client_logger_or_label_lookup(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with chat_upstream() as (client, _, _):
+        await chat(client)  # first request: label children, pool connection, lazy set-up
+        counter = Counter(monkeypatch)
+        counter.wrap(orjson, "loads")
+        counter.wrap(json, "loads")
+        counter.wrap(aiohttp.ClientSession, "__init__", "aiohttp.ClientSession()")
+        counter.wrap(aiohttp.TCPConnector, "__init__", "aiohttp.TCPConnector()")
+        counter.wrap(httpx.AsyncClient, "__init__", "httpx.AsyncClient()")
+        counter.wrap(logging, "getLogger")
+        counter.wrap(structlog, "get_logger")
+        counter.wrap(MetricWrapperBase, "labels", "prometheus labels()")
+        for _ in range(N):
+            await chat(client)
+        assert counter.calls == dict.fromkeys(counter.calls, 0)
+
+
+async def test_proxied_paths_skip_the_router(monkeypatch: pytest.MonkeyPatch) -> None:
+    async with chat_upstream() as (client, _, _):
+        counter = Counter(monkeypatch)
+        counter.wrap(Router, "__call__", "Router.__call__")
+        await chat(client)
+        assert counter.calls["Router.__call__"] == 0
+        assert (await client.get("/health")).status_code == 200  # own routes: the router
+        assert counter.calls["Router.__call__"] == 1
+        wrong_method = await client.post("/v1/models")  # an own path, any method: the router
+        assert wrong_method.status_code == 405
+        assert counter.calls["Router.__call__"] == 2
