@@ -72,8 +72,21 @@ def gateway(auth_service: ServiceProcess, ollama: UvicornThread) -> Iterator[str
         yield url
 
 
+_OPENED: list[openai.OpenAI] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_sdk_clients() -> Iterator[None]:
+    """Each SDK client holds a connection pool: close them when the test ends."""
+    yield
+    while _OPENED:
+        _OPENED.pop().close()
+
+
 def sdk(gateway: str, key: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{gateway}/v1", api_key=key, max_retries=0)
+    client = openai.OpenAI(base_url=f"{gateway}/v1", api_key=key, max_retries=0)
+    _OPENED.append(client)
+    return client
 
 
 def new_key(gateway: str, **body: Any) -> dict[str, Any]:
