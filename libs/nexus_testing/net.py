@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Callable
+from typing import Any
 
 import httpx
 
@@ -40,3 +42,14 @@ def wait_for_http(url: str, timeout_s: float = 20.0, expect: int | None = 200) -
             last = exc
         time.sleep(0.05)
     raise TimeoutError(f"{url} not ready after {timeout_s}s: {last}")
+
+
+def wait_until(predicate: Callable[[], Any], timeout_s: float, what: str) -> Any:
+    """Poll ``predicate`` until it returns something truthy (returned); fail after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from nexus_testing import EtcdServer, ServiceProcess
+from nexus_testing import EtcdServer, ServiceProcess, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -23,16 +23,6 @@ PREFIX = "/nexus/services/"
 TTL = 3
 # uvicorn re-raises the SIGTERM it handled once shutdown is complete, so -15 is a clean exit.
 CLEAN_EXIT = (0, -signal.SIGTERM)
-
-
-def wait_until(predicate, timeout_s: float, what: str):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
 
 @pytest.fixture

@@ -31,10 +31,11 @@ from app.settings import GatewaySettings
 from app.state import GatewayState
 from nexus_kit import Endpoint, ModelInfo, ServiceMetadata
 from nexus_kit.metadata import Capabilities, ServiceInfo
+from nexus_testing import wait_until
 from nexus_testing.openai_schema import assert_openai_schema
 
 # OpenAI schema checks: one shared helper (vendored component schemas).
-__all__ = ["assert_openai_schema"]
+__all__ = ["assert_openai_schema", "wait_until"]
 
 
 # -- settings and an in-process gateway -------------------------------------------------
@@ -79,17 +80,6 @@ async def eventually(predicate: Callable[[], Any], timeout_s: float = 5.0, what:
             return value
         await asyncio.sleep(0.01)
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what or predicate}")
-
-
-def wait_until(predicate: Callable[[], Any], timeout_s: float, what: str) -> Any:
-    """Thread-side ``eventually`` for tests that drive real servers."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
 
 def metadata(
