@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import asyncio
 
-from app.backends import BackendState, GenerationJob
-from app.backends.stub import render
+from app.backends import GenerationJob
+from app.backends.stub import StubBackend, render
 from app.main import build_app
 from app.state import ImagesState
 from tests.conftest import ClientFactory, SchemaCheck, SettingsFactory
 
 GENERATE = "/v1/images/generations"
-_READY = BackendState(True, "ready", "fake backend")
 
 
-class FakeBackend:
+class FakeBackend(StubBackend):
     """Crashes on the prompt 'crash'; holds every generation until ``release`` is set."""
 
     name = "fake"
@@ -26,18 +25,6 @@ class FakeBackend:
         self.release = asyncio.Event()
         if not hold:
             self.release.set()
-
-    async def start(self) -> None:
-        return None
-
-    async def close(self) -> None:
-        return None
-
-    def state(self) -> BackendState:
-        return _READY
-
-    async def probe(self) -> BackendState:
-        return _READY
 
     async def generate(self, job: GenerationJob) -> list[bytes]:
         if job.prompt == "crash":
