@@ -37,7 +37,7 @@ INTROSPECT_PATH = "/v1/auth/introspect"
 
 # The gateway's own admin views (DESIGN "Gateway behaviour"); user and key management of other
 # users is enforced by the auth service itself, which sees the caller's bearer.
-ADMIN_PATHS = frozenset({"/v1/routes", "/v1/services"})
+ADMIN_PATHS = frozenset({"/v1/routes", "/v1/services", "/v1/services/events"})
 # Where the auth service is right now (from the routing table), or None when it has no instance.
 AuthLocator = Callable[[], str | None]
 

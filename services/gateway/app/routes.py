@@ -10,8 +10,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
 
-from nexus_kit import ModelInfo, ModelNotFoundError
+from nexus_kit import ModelInfo, ModelNotFoundError, endpoint_flags
 from nexus_kit.responses import JSONResponse
 
 from .discovery import Instance
@@ -29,8 +30,7 @@ def _state(request: Request) -> GatewayState:
 
 @router.get("/v1/models", operation_id="models.list", summary="Models of every ready instance")
 async def list_models(request: Request) -> JSONResponse:
-    data = [_model_object(m, i) for m, i in ready_models(_state(request))]
-    return JSONResponse({"object": "list", "data": data})
+    return JSONResponse(models_document(_state(request)))
 
 
 # ``:path`` because model ids may hold slashes (``hf.co/org/model:Q4``); a converter is not a
@@ -45,43 +45,74 @@ async def retrieve_model(model: str, request: Request) -> JSONResponse:
 
 @router.get("/v1/routes", operation_id="gateway.routes", summary="The routing table")
 async def list_routes(request: Request) -> JSONResponse:
-    state = _state(request)
-    table = state.table
-    return JSONResponse(
-        {
-            "object": "list",
-            "revision": table.revision,
-            "synced": table.snapshot.synced,
-            "data": [_route_doc(r, state.upstreams) for r in table.routes],
-            "models": _model_provenance(table, state.upstreams),
-        }
-    )
+    return JSONResponse(routes_document(_state(request)))
 
 
 @router.get("/v1/services", operation_id="gateway.services", summary="Discovered instances")
 async def list_services(request: Request) -> JSONResponse:
+    return JSONResponse(services_document(_state(request)))
+
+
+@router.get(
+    "/v1/services/events", operation_id="gateway.services.events",
+    summary="Live feed of discovery changes (SSE)", openapi_extra=endpoint_flags(streaming=True),
+)  # fmt: skip
+async def service_events(request: Request) -> StreamingResponse:
     state = _state(request)
+    drainer = request.app.state.kit.drainer
+
+    def document() -> dict[str, Any]:
+        return {
+            "object": "nexus.snapshot",
+            "revision": state.table.revision,
+            "synced": state.table.snapshot.synced,
+            "services": services_document(state),
+            "routes": routes_document(state),
+            "models": models_document(state),
+        }
+
+    return StreamingResponse(
+        state.events.stream(document, lambda: drainer.draining),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+
+
+# -- documents --------------------------------------------------------------------------
+
+
+def models_document(state: GatewayState) -> dict[str, Any]:
+    return {"object": "list", "data": [_model_object(m, i) for m, i in ready_models(state)]}
+
+
+def routes_document(state: GatewayState) -> dict[str, Any]:
+    table = state.table
+    return {
+        "object": "list",
+        "revision": table.revision,
+        "synced": table.snapshot.synced,
+        "data": [_route_doc(r, state.upstreams) for r in table.routes],
+        "models": _model_provenance(table, state.upstreams),
+    }
+
+
+def services_document(state: GatewayState) -> dict[str, Any]:
     snapshot = state.table.snapshot
     services: dict[str, list[dict[str, Any]]] = {}
     for instance in snapshot.instances:
         services.setdefault(instance.service, []).append(_instance_doc(instance, state.upstreams))
     d = state.discovery
-    return JSONResponse(
-        {
-            "object": "list",
-            "revision": snapshot.revision,
-            "synced": snapshot.synced,
-            "etcd": {
-                "endpoints": state.settings.etcd_endpoint_list,
-                "connected": bool(state.settings.etcd_endpoint_list) and d.etcd_error is None,
-                "error": d.etcd_error,
-            },
-            "data": [{"name": n, "instances": docs} for n, docs in sorted(services.items())],
-        }
-    )
-
-
-# -- documents --------------------------------------------------------------------------
+    return {
+        "object": "list",
+        "revision": snapshot.revision,
+        "synced": snapshot.synced,
+        "etcd": {
+            "endpoints": state.settings.etcd_endpoint_list,
+            "connected": bool(state.settings.etcd_endpoint_list) and d.etcd_error is None,
+            "error": d.etcd_error,
+        },
+        "data": [{"name": n, "instances": docs} for n, docs in sorted(services.items())],
+    }
 
 
 def ready_models(state: GatewayState) -> list[tuple[ModelInfo, Instance]]:

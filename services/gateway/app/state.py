@@ -25,6 +25,7 @@ from .auth import Authenticator, AuthGuard
 from .client import make_client
 from .discovery import Discovery, Instance, Snapshot, fetch_metadata
 from .etcd import AetcdSource, EtcdSource
+from .events import EventHub
 from .metrics import GatewayMetrics, LiveView, MetricsServer, UpstreamGauge
 from .proxy import Proxy
 from .ratelimit import RateLimiter
@@ -57,6 +58,7 @@ class GatewayState:
             on_event=lambda name: self.metrics.event(name),
         )
         self.proxy = Proxy(self)
+        self.events = EventHub()  # the admin live feed (events.py)
         self.limiter: RateLimiter | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -72,6 +74,7 @@ class GatewayState:
         table = build_routing_table(snapshot)
         self.upstreams.sync(snapshot)
         self.table = table
+        self.events.notify()
 
     def is_public(self, method: str, path: str) -> bool:
         return self.table.is_public(method, path)
@@ -135,6 +138,7 @@ class GatewayState:
             await self._close(metrics_server)
 
     async def _close(self, metrics_server: MetricsServer) -> None:
+        self.events.close()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

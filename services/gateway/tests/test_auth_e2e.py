@@ -138,7 +138,7 @@ def test_valid_key_works_and_carries_limit_headers(gateway: str) -> None:
 
 def test_admin_views_need_an_admin(gateway: str) -> None:
     key = user_key(gateway)
-    for path in ("/v1/routes", "/v1/services"):
+    for path in ("/v1/routes", "/v1/services", "/v1/services/events"):
         resp = httpx.get(f"{gateway}{path}", headers={"Authorization": f"Bearer {key}"})
         assert resp.status_code == 403
         assert resp.json()["error"]["code"] == "permission_denied"
