@@ -18,13 +18,14 @@ import jsonschema
 
 REPO = Path(__file__).resolve().parents[2]
 VENDORED = Path(__file__).with_name("openai_schemas.json")
-# The OpenAI documents Nexus produces (errors, model lists, images, speech events).
+# The OpenAI documents Nexus produces (errors, model lists, images, speech events, usage).
 CHECKED = (
     "ErrorResponse",
     "ListModelsResponse",
     "ImagesResponse",
     "SpeechAudioDeltaEvent",
     "SpeechAudioDoneEvent",
+    "UsageResponse",
 )
 
 
