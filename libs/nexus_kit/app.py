@@ -25,6 +25,7 @@ from .middleware import InFlight, RequestContextMiddleware
 from .registration import Registrar
 from .routes import kit_router
 from .settings import ServiceSettings
+from .tracing import TRACING
 
 ServiceLifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 ModelsProvider = Sequence[ModelInfo] | Callable[[], Sequence[ModelInfo]]
@@ -118,7 +119,9 @@ def create_app(
     async def kit_lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging(settings.log_level, settings.service_name)
         drainer.install()
+        TRACING.start(settings)  # on only when OTEL_EXPORTER_OTLP_ENDPOINT is set
         async with AsyncExitStack() as stack:
+            stack.push_async_callback(TRACING.astop)
             if lifespan is not None:
                 await stack.enter_async_context(lifespan(app))
             registrar.start()

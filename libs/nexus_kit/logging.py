@@ -105,13 +105,22 @@ class AccessLog:
     def enabled(self, level: int) -> bool:
         return self._logger.isEnabledFor(level)
 
-    def emit(self, level: int, event: str, fields: dict[str, Any], request_id: str) -> None:
+    def emit(
+        self,
+        level: int,
+        event: str,
+        fields: dict[str, Any],
+        request_id: str,
+        trace_id: str | None = None,
+    ) -> None:
         """Log ``fields`` as ``event``; the caller passes no secrets (they are not redacted)."""
         logger = self._logger
         if not logger.isEnabledFor(level):
             return
         fields["event"] = event
         fields["request_id"] = request_id
+        if trace_id:
+            fields["trace_id"] = trace_id
         if _service:
             fields["service"] = _service
         fields["level"] = _LEVELS.get(level) or logging.getLevelName(level).lower()

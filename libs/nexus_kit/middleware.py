@@ -21,9 +21,11 @@ from .errors import error_envelope
 from .logging import AccessLog, get_logger
 from .metrics import HttpMetrics
 from .requestid import REQUEST_ID_HEADER, accept_or_generate, set_request_id
+from .tracing import TRACING, ServerSpan, trace_id_of
 
 _QUIET_PATHS = frozenset({"/health", "/readyz", "/metrics"})
 _ID_HEADER = REQUEST_ID_HEADER.encode()
+_TRACEPARENT, _TRACESTATE = b"traceparent", b"tracestate"
 log = get_logger("nexus.http")
 access_log = AccessLog("nexus.http")
 
@@ -64,14 +66,27 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        raw_id = None
+        raw_id = parent = parent_state = None
         for name, value in scope["headers"]:
             if name == _ID_HEADER:
                 raw_id = value
-                break
+            elif name == _TRACEPARENT:
+                parent = value
+            elif name == _TRACESTATE:
+                parent_state = value
         request_id = accept_or_generate(raw_id)
         set_request_id(request_id)
-        structlog.contextvars.bind_contextvars(request_id=request_id)
+        # Tracing on: this request's span (current for the app); off: the client's trace id.
+        server_span = None
+        if TRACING.enabled:
+            server_span = ServerSpan(scope["method"], scope["path"], parent, parent_state)
+            trace_id: str | None = server_span.trace_id
+        else:
+            trace_id = trace_id_of(parent) if parent else None
+        if trace_id:
+            structlog.contextvars.bind_contextvars(request_id=request_id, trace_id=trace_id)
+        else:
+            structlog.contextvars.bind_contextvars(request_id=request_id)
         scope.setdefault("state", {})["request_id"] = request_id
         status = 500
         started = False
@@ -105,8 +120,11 @@ class RequestContextMiddleware:
             quiet = path in _QUIET_PATHS and status < 400
             fields = {"method": method, "path": path, "status": status,
                       "duration_ms": round(elapsed * 1000, 2)}  # fmt: skip
-            access_log.emit(logging.DEBUG if quiet else logging.INFO, "request", fields, request_id)
-            structlog.contextvars.unbind_contextvars("request_id")
+            level = logging.DEBUG if quiet else logging.INFO
+            access_log.emit(level, "request", fields, request_id, trace_id)
+            if server_span is not None:
+                server_span.end(method, route, status, request_id)
+            structlog.contextvars.unbind_contextvars("request_id", "trace_id")
 
 
 async def _send_500(send: Send, id_header: tuple[bytes, bytes], request_id: str) -> None:
