@@ -21,6 +21,18 @@ from typing import Any, ClassVar
 
 import orjson
 
+QUOTE_LIMIT = 64  # characters of user input an error message quotes
+
+
+def quote_input(value: str, limit: int = QUOTE_LIMIT) -> str:
+    """User input as an error message may quote it: cut to ``limit`` characters.
+
+    A message never reflects a whole body field back (1 MB in must not be 1 MB out); the cut
+    says how long the original was, so the client can still tell what it sent."""
+    if len(value) <= limit:
+        return value
+    return f"{value[:limit]}... ({len(value)} characters)"
+
 
 class NexusError(Exception):
     """Base of every expected failure; carries what the envelope needs."""
@@ -85,7 +97,9 @@ class ModelNotFoundError(NotFoundError):
 
     def __init__(self, model: str, **kw: Any) -> None:
         kw.setdefault("param", "model")
-        super().__init__(f"The model '{model}' does not exist or is not served here.", **kw)
+        super().__init__(
+            f"The model '{quote_input(model)}' does not exist or is not served here.", **kw
+        )
 
 
 class MethodNotAllowedError(NexusError):

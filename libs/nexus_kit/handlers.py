@@ -8,7 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .errors import NexusError, error_envelope
+from .errors import NexusError, error_envelope, quote_input
 from .responses import JSONResponse
 
 
@@ -40,7 +40,8 @@ def validation_error_response(exc: RequestValidationError) -> JSONResponse:
             "invalid_json",
         )
         return JSONResponse(body, status_code=400)
-    msg = str(first.get("msg", "Invalid value."))
+    msg = quote_input(str(first.get("msg", "Invalid value.")), 200)
+    param = quote_input(param) if param else param
     if first.get("type") == "missing":
         message, code = f"Missing required parameter: '{param}'.", "missing_required_parameter"
     else:
@@ -68,15 +69,19 @@ async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     status = exc.status_code
     if status == 404:
-        message = f"Unknown request URL: {request.method} {request.url.path}."
+        message = f"Unknown request URL: {quote_input(request.method, 16)} {_path(request)}."
         body = error_envelope(message, "invalid_request_error", "unknown_url")
     elif status == 405:
-        message = f"Method {request.method} is not allowed for {request.url.path}."
+        message = f"Method {quote_input(request.method, 16)} is not allowed for {_path(request)}."
         body = error_envelope(message, "invalid_request_error", "method_not_allowed")
     else:
         kind = "invalid_request_error" if status < 500 else "server_error"
         body = error_envelope(str(exc.detail), kind, None)
     return JSONResponse(body, status_code=status, headers=getattr(exc, "headers", None))
+
+
+def _path(request: Request) -> str:
+    return quote_input(request.url.path)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -54,6 +54,7 @@ from . import client
 from .discovery import describe_error
 from .exchange import Exchange, RequestHead, response_headers
 from .liveness import Watch, with_keepalive
+from .paths import upstream_target
 from .peek import NOTHING, Peek, peek
 from .routing import Route, Target, candidates
 from .upstreams import UpstreamState
@@ -140,6 +141,10 @@ class Proxy:
             route = self.state.table.resolve(scope["method"], scope["path"])
             scope["route"] = route  # the kit's access log and metrics label by its template
             label = route.path
+            raw = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
+            scope["nexus.upstream_path"] = upstream_target(
+                scope["method"], scope["path"], raw, route.service, route.strip
+            )  # cut on the raw form, checked against the decoded one (paths.py)
             await self._guarded(scope, receive, ex, route)
         except NexusError as error:
             await ex.fail(error)
@@ -283,8 +288,7 @@ class Proxy:
     async def _send(
         self, scope: Scope, route: Route, target: Target, head: RequestHead, body: Body
     ) -> aiohttp.ClientResponse:
-        raw = scope.get("raw_path") or scope["path"].encode()
-        url = target.instance.base_url + raw[route.strip :].decode("latin-1")
+        url = target.instance.base_url + scope["nexus.upstream_path"]
         if scope["query_string"]:
             url += "?" + scope["query_string"].decode("latin-1")
         started = time.perf_counter()

@@ -16,6 +16,8 @@ Rules:
   service that claimed the path first (oldest etcd key; static backends first) serves it.
 - Draining instances are never candidates; their in-flight requests finish.
 - The OpenAI surface always exists, so with nothing behind it a request gets 503, not 404.
+- A route whose last instance left stays in the table, without targets and with its flags
+  (``public`` included), until ``gone_until`` (``departed.py``): 503, not 404 ``unknown_url``.
 """
 
 from __future__ import annotations
@@ -27,12 +29,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from nexus_kit import MethodNotAllowedError, ModelNotFoundError, NotFoundError
+from nexus_kit.errors import quote_input
 
 from . import ollama
 from .discovery import Instance, Snapshot
+from .paths import ALIAS_PREFIX, is_param_segment, unknown_url
 from .upstreams import Upstreams
 
-ALIAS_PREFIX = "/services/"
 # (method, path, operation id, streaming): answered even while nothing serves them.
 OPENAI_SURFACE = (
     ("POST", "/v1/chat/completions", "chat.completions", True),
@@ -66,6 +69,7 @@ class Route:
     service: str | None = None  # set on /services/<name>/... aliases
     strip: int = 0  # characters of the alias prefix to drop before forwarding
     targets: tuple[Target, ...] = ()  # in service claim order; never draining
+    gone_until: float = 0.0  # monotonic; set on a departed route (no targets) kept for 503s
 
     @property
     def has_models(self) -> bool:
@@ -93,20 +97,24 @@ class RoutingTable:
         """The route for a request; ``NotFoundError`` / ``MethodNotAllowedError`` otherwise."""
         by_method = self.exact.get(path) or self._match_pattern(path)
         if by_method is None:
-            raise NotFoundError(f"Unknown request URL: {method} {path}.", code="unknown_url")
+            raise unknown_url(method, path)
         route = by_method.get(method)
         if route is None:
             allowed = ", ".join(sorted(by_method))
             raise MethodNotAllowedError(
-                f"Method {method} is not allowed for {path}.", headers={"Allow": allowed}
+                f"Method {quote_input(method, 16)} is not allowed for {quote_input(path)}.",
+                headers={"Allow": allowed},
             )
+        if route.gone_until and time.monotonic() >= route.gone_until:
+            raise unknown_url(method, path)  # departed long enough ago: forgotten
         return route
 
     def _match_pattern(self, path: str) -> Mapping[str, Route] | None:
         parts = path.split("/")
         for pattern in self.patterns.get(len(parts), ()):
             if all(s is None or s == p for s, p in zip(pattern.segments, parts, strict=True)):
-                if all(parts[i] for i, s in enumerate(pattern.segments) if s is None):
+                # A {param} is one real segment: never empty, never '.' or '..' (paths.py).
+                if all(_is_param(parts[i]) for i, s in enumerate(pattern.segments) if s is None):
                     return pattern.routes
         return None
 
@@ -123,6 +131,7 @@ class RoutingTable:
         return frozenset((r.method, r.path) for r in self.routes if r.public)
 
 
+_is_param = is_param_segment
 EMPTY_TABLE = RoutingTable(Snapshot(0, (), False), {}, {})
 
 
@@ -171,8 +180,13 @@ class Balancer:
 # -- building ---------------------------------------------------------------------------
 
 
-def build_routing_table(snapshot: Snapshot) -> RoutingTable:
-    """The immutable table for one snapshot (pure: no I/O, no clock)."""
+def build_routing_table(
+    snapshot: Snapshot, departed: Mapping[tuple[str, str], Route] | None = None
+) -> RoutingTable:
+    """The immutable table for one snapshot (pure: no I/O, no clock).
+
+    ``departed``: routes whose last instance left (``departed.py``), kept without targets
+    where the snapshot no longer serves them."""
     usable = [i for i in snapshot.instances if i.metadata is not None]
     order = _claim_order(usable)
     usable.sort(key=lambda i: (order[i.service], i.key))
@@ -188,7 +202,15 @@ def build_routing_table(snapshot: Snapshot) -> RoutingTable:
         for service, group in itertools.groupby(found, key=lambda f: f[0].service):
             alias = f"{ALIAS_PREFIX}{service}{path}"
             routes.append(_route(method, alias, list(group), service=service))
+    if departed:
+        routes = _with_departed(routes, departed)
     return _index(snapshot, routes)
+
+
+def _with_departed(routes: list[Route], departed: Mapping[tuple[str, str], Route]) -> list[Route]:
+    served = {(r.method, r.path) for r in routes if r.targets}
+    kept = [r for r in routes if r.targets or (r.method, r.path) not in departed]
+    return kept + [r for k, r in departed.items() if k not in served]
 
 
 @dataclass(frozen=True, slots=True)

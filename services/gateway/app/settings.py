@@ -43,6 +43,13 @@ class GatewaySettings(ServiceSettings):
     discovery_metadata_timeout_s: float = Field(2.0, gt=0, le=60)
     discovery_retry_max_s: float = Field(5.0, gt=0, le=300)
     etcd_reconnect_max_s: float = Field(5.0, gt=0, le=300)
+    # Reliability (issue #12, docs/adr on lease expiry): a key gone by lease expiry keeps an
+    # instance that still passes its readyz for this long; a clean deregistration removes it
+    # at once. A path whose last instance left answers 503 (not 404) for ROUTE_GONE_S.
+    discovery_lease_grace_s: float = Field(30.0, ge=0, le=3600)
+    discovery_grace_probe_s: float = Field(1.0, gt=0, le=60)
+    etcd_heartbeat_s: float = Field(2.0, ge=0, le=60)  # 0: off; a frozen etcd shows as stale
+    route_gone_s: float = Field(300.0, ge=0, le=86_400)
 
     upstream_connect_timeout_s: float = Field(5.0, gt=0, le=300)
     upstream_first_byte_timeout_s: float = Field(60.0, gt=0, le=3600)

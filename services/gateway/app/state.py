@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry
 
 from nexus_kit import CheckResult, ServiceMetadata, get_logger
 
+from . import departed
 from .auth import Authenticator, AuthGuard
 from .client import make_client
 from .discovery import Discovery, Instance, Snapshot, fetch_metadata
@@ -50,6 +51,7 @@ class GatewayState:
         self.upstreams = Upstreams(settings.eject_after_failures, settings.eject_s)
         self.balancer = Balancer(self.upstreams)
         self.table: RoutingTable = EMPTY_TABLE
+        self.departed: departed.Departed = {}
         self.discovery = Discovery(
             settings,
             source_factory=source_factory,
@@ -72,6 +74,10 @@ class GatewayState:
     def apply(self, snapshot: Snapshot) -> None:
         """Discovery published a snapshot: build its table and swap it in (one assignment)."""
         table = build_routing_table(snapshot)
+        now, keep_s = time.monotonic(), self.settings.route_gone_s
+        self.departed = departed.remember(self.table, table, self.departed, now, keep_s)
+        if self.departed:  # paths whose last instance left answer 503 for a while (departed.py)
+            table = build_routing_table(snapshot, self.departed)
         self.upstreams.sync(snapshot)
         self.table = table
         self.events.notify()

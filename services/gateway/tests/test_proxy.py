@@ -304,7 +304,10 @@ async def test_a_request_keeps_the_table_it_started_with() -> None:
         echo.route("POST", "/v1/echo", swap_meanwhile)
         assert (await client.post("/v1/echo", json={})).json() == {"done": True}
         assert state.table.revision == 99
-        assert_error(await client.post("/v1/echo", json={}), 404, "unknown_url")
+        # A path served a moment ago is a vanished service, not a typo (departed.py).
+        gone = await client.post("/v1/echo", json={})
+        assert_error(gone, 503, "service_unavailable")
+        assert gone.headers["retry-after"]
 
 
 # -- metrics ----------------------------------------------------------------------------
