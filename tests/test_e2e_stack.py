@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import av
 import httpx
 import numpy as np
 import openai
@@ -169,12 +170,11 @@ def test_images_url_works_without_a_bearer(client: openai.OpenAI, stack: tuple[s
 def decode(data: bytes, fmt: str) -> tuple[np.ndarray, int]:  # type: ignore[type-arg]
     if fmt == "pcm":
         return np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0, 24_000
-    if fmt == "aac":
-        raw = subprocess.run(
-            ["ffmpeg", "-hide_banner", "-loglevel", "error", "-i", "pipe:0", "-f", "s16le",
-             "-ac", "1", "-ar", "24000", "pipe:1"], input=data, capture_output=True, check=True,
-        ).stdout  # fmt: skip
-        return np.frombuffer(raw, dtype="<i2").astype(np.float32) / 32768.0, 24_000
+    if fmt == "aac":  # FFmpeg through PyAV (libsndfile reads no AAC)
+        with av.open(io.BytesIO(data), mode="r") as container:
+            stream = container.streams.audio[0]
+            frames = [f.to_ndarray().reshape(-1) for f in container.decode(stream)]
+        return np.concatenate(frames).astype(np.float32), stream.rate
     samples, rate = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
     return samples[:, 0], int(rate)
 

@@ -2,34 +2,34 @@
 
 - ``pcm``: the PCM itself (24 kHz s16le mono). ``wav``: a header with maximal sizes, then PCM
   (the length is unknown while streaming; every common decoder reads to the end of data).
-- ``mp3`` and ``opus``: libsndfile (``soundfile``) encoders fed block by block; the bytes it
-  writes are passed on at once. libsndfile seeks back at close to patch headers, which a
-  stream cannot honour, so MP3 is constant-bitrate (a decoder then needs no Xing length tag)
-  and Ogg Opus needs no patch.
-- ``flac``: libsndfile too, but sent whole at the end: FLAC's STREAMINFO holds the length, and
-  without it libsndfile (so ``soundfile`` users) cannot read the file at all.
-- ``aac``: ``ffmpeg`` (ADTS stream, flushed per packet) when it is on PATH. ffmpeg also stands
-  in for mp3 or opus when this libsndfile build lacks them.
+- ``mp3``, ``aac`` (ADTS) and ``opus`` (Ogg): FFmpeg's encoders through PyAV (``av``), whose
+  wheels bundle FFmpeg with lame, the native AAC encoder and libopus, so no ``ffmpeg`` program
+  or system package is needed. The muxer writes into a write-only sink: FFmpeg then treats the
+  output as a pipe (no seeking back to patch headers: MP3 goes without a Xing tag, which a
+  constant-bitrate stream does not need) and every packet is flushed to the client as soon as
+  it is muxed.
+- ``flac``: PyAV too, but sent whole at the end: FLAC's STREAMINFO holds the length, written
+  by seeking back at close, and without it libsndfile (so ``soundfile`` users) cannot read
+  the file at all.
+
+Encoding is CPU work: each block is encoded on a worker thread, one at a time per request.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import shutil
+import io
 import struct
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
+import av
 import numpy as np
-import soundfile
 
 from nexus_kit import InvalidRequestError
 
 from .audio import SAMPLE_RATE, SAMPLE_WIDTH
-from .backends import BackendError
-from .subprocesses import reap
 from .threads import closing
 
 CONTENT_TYPES = {
@@ -98,90 +98,92 @@ class WavEncoder(BlockEncoder):
         return self._take_header()
 
 
-class ForwardSink:
-    """A file object for libsndfile whose bytes can be taken (sent) as they are written.
-
-    Writes land in a buffer of not-yet-taken bytes; a later seek back and rewrite of bytes
-    already taken (a header patch at close) is dropped, as it would be on a pipe.
-    """
+class PipeSink:
+    """A write-only file object for PyAV: no ``seek``, so FFmpeg writes it as it would a pipe."""
 
     def __init__(self) -> None:
-        self._taken = 0
         self._pending = bytearray()
-        self._pos = 0
 
     def write(self, data: Any) -> int:
-        data = bytes(data)
-        start = self._pos
-        self._pos += len(data)
-        if start < self._taken:
-            data, start = data[self._taken - start :], self._taken
-        offset = start - self._taken
-        if offset > len(self._pending):
-            self._pending.extend(b"\0" * (offset - len(self._pending)))
-        self._pending[offset : offset + len(data)] = data
-        return len(data)
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        size = self._taken + len(self._pending)
-        self._pos = offset + (0, self._pos, size)[whence]
-        return self._pos
-
-    def tell(self) -> int:
-        return self._pos
-
-    def read(self, size: int = -1) -> bytes:
-        return b""  # write-only: libsndfile only probes
+        view = memoryview(data)
+        self._pending += view
+        return view.nbytes
 
     def take(self) -> bytes:
         out = bytes(self._pending)
-        self._taken += len(out)
         self._pending.clear()
         return out
 
 
 @dataclass(frozen=True)
-class SoundfileFormat:
-    format: str
-    subtype: str
-    streams: bool = True
-    options: dict[str, Any] = field(default_factory=dict)
+class AvFormat:
+    container: str  # FFmpeg muxer name
+    codec: str  # FFmpeg encoder name
+    rate: int = SAMPLE_RATE  # the encoder's rate; PyAV resamples when it differs
+    bitrate: int | None = None
+    streams: bool = True  # False: the muxer seeks back at close, so the file goes out whole
 
 
-SOUNDFILE_FORMATS = {
-    "mp3": SoundfileFormat(
-        "MP3", "MPEG_LAYER_III", options={"bitrate_mode": "CONSTANT", "compression_level": 0.5}
-    ),
-    "opus": SoundfileFormat("OGG", "OPUS"),
-    "flac": SoundfileFormat("FLAC", "PCM_16", streams=False),
+AV_FORMATS: dict[str, AvFormat] = {
+    "mp3": AvFormat("mp3", "libmp3lame", bitrate=64_000),
+    "aac": AvFormat("adts", "aac", bitrate=64_000),
+    # page_duration: an Ogg page per 100 ms of audio instead of per second, so it streams.
+    "opus": AvFormat("ogg", "libopus", bitrate=32_000),
+    "flac": AvFormat("flac", "flac", streams=False),
 }
+CONTAINER_OPTIONS: dict[str, dict[str, str]] = {"ogg": {"page_duration": "100000"}}
 
 
-class SoundfileEncoder(BlockEncoder):
-    """libsndfile encoding, each block on a worker thread (it is CPU work)."""
+class AvEncoder(BlockEncoder):
+    """One PyAV output container and audio stream per request."""
 
-    def __init__(self, spec: SoundfileFormat) -> None:
+    def __init__(self, spec: AvFormat, codec: str | None = None) -> None:
         self.spec = spec
-        self._sink = ForwardSink()
-        self._file: soundfile.SoundFile | None = None
+        self.codec = codec or spec.codec
+        self._sink: PipeSink | io.BytesIO = PipeSink() if spec.streams else io.BytesIO()
+        self._container: Any = None
+        self._stream: Any = None
+        self._samples = 0
+
+    def _open(self) -> None:
+        options = {"flush_packets": "1", **CONTAINER_OPTIONS.get(self.spec.container, {})}
+        self._container = av.open(
+            self._sink, mode="w", format=self.spec.container, container_options=options
+        )
+        stream = self._container.add_stream(self.codec, rate=self.spec.rate, layout="mono")
+        if self.spec.bitrate:
+            stream.bit_rate = self.spec.bitrate
+        self._stream = stream
+
+    def _take(self) -> bytes:
+        return self._sink.take() if isinstance(self._sink, PipeSink) else b""
+
+    def _mux(self, frame: av.AudioFrame | None) -> None:
+        for packet in self._stream.encode(frame):
+            self._container.mux(packet)
 
     def _write(self, pcm: bytes) -> bytes:
-        if self._file is None:
-            self._file = soundfile.SoundFile(
-                self._sink, "w", samplerate=SAMPLE_RATE, channels=1,
-                format=self.spec.format, subtype=self.spec.subtype, **self.spec.options,
-            )  # fmt: skip
+        if self._container is None:
+            self._open()
         if pcm:
-            self._file.write(np.frombuffer(pcm, dtype="<i2"))
-        return self._sink.take() if self.spec.streams else b""
+            samples = np.frombuffer(pcm, dtype="<i2").reshape(1, -1)
+            frame = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
+            frame.sample_rate = SAMPLE_RATE
+            frame.pts = self._samples
+            self._samples += samples.shape[1]
+            self._mux(frame)
+        return self._take()
 
     def _close(self) -> bytes:
-        if self._file is None or self._file.frames == 0:
-            # libsndfile writes nothing at all for zero frames; 20 ms of silence is a file.
+        if self._samples == 0:
+            # An encoder given nothing writes a header at most; 20 ms of silence is a file.
             self._write(bytes(SAMPLE_RATE // 50 * SAMPLE_WIDTH))
-        assert self._file is not None
-        self._file.close()
-        return self._sink.take()
+        self._mux(None)  # drain the encoder's delay line
+        self._container.close()
+        self._container = None
+        if isinstance(self._sink, io.BytesIO):
+            return self._sink.getvalue()
+        return self._take()
 
     async def feed(self, pcm: bytes) -> bytes:
         return await asyncio.to_thread(self._write, pcm)
@@ -190,79 +192,33 @@ class SoundfileEncoder(BlockEncoder):
         return await asyncio.to_thread(self._close)
 
     async def aclose(self) -> None:
-        if self._file is not None and not self._file.closed:
-            await asyncio.to_thread(self._file.close)
+        if self._container is not None:  # the client left or the source failed mid-stream
+            container, self._container = self._container, None
+            await asyncio.to_thread(container.close)
 
 
-FFMPEG_CODECS = {
-    "aac": ["-c:a", "aac", "-b:a", "64k", "-f", "adts"],
-    "mp3": ["-c:a", "libmp3lame", "-b:a", "64k", "-write_xing", "0", "-f", "mp3"],
-    "opus": ["-c:a", "libopus", "-b:a", "32k", "-f", "ogg"],
-}
-
-
-class FfmpegEncoder:
-    """An ``ffmpeg`` process: PCM written to stdin by a task, the stream read from stdout.
-
-    Reading and writing run concurrently, so encoded bytes reach the client as ffmpeg emits
-    them even while the backend is still thinking about the next PCM block.
-    """
-
-    def __init__(self, response_format: str, program: str = "ffmpeg") -> None:
-        self.command = [
-            program, "-hide_banner", "-loglevel", "error",
-            # Raw PCM needs no probing; without this ffmpeg waits for ~5 s of input first.
-            "-probesize", "32", "-analyzeduration", "0",
-            "-f", "s16le", "-ar", str(SAMPLE_RATE), "-ac", "1", "-i", "pipe:0",
-            *FFMPEG_CODECS[response_format], "-flush_packets", "1", "pipe:1",
-        ]  # fmt: skip
-
-    async def encode(self, pcm: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-        proc = await asyncio.create_subprocess_exec(
-            *self.command, stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        assert proc.stdin is not None
-        assert proc.stdout is not None
-        assert proc.stderr is not None
-        writer = asyncio.create_task(_pump(pcm, proc.stdin))
-        errors = asyncio.create_task(proc.stderr.read())
-        try:
-            while chunk := await proc.stdout.read(16384):
-                yield chunk
-            if code := await proc.wait():
-                detail = (await errors).decode(errors="replace").strip()[:200]
-                raise BackendError(f"ffmpeg exited with {code}: {detail}")
-            await writer  # a failure of the PCM source surfaces here
-        finally:
-            for task in (writer, errors):
-                task.cancel()
-                with contextlib.suppress(Exception, asyncio.CancelledError):
-                    await task
-            await reap(proc)
-
-
-async def _pump(pcm: AsyncIterator[bytes], stdin: asyncio.StreamWriter) -> None:
+def has_encoder(name: str) -> bool:
     try:
-        async with closing(pcm) as blocks:
-            async for block in blocks:
-                stdin.write(block)
-                await stdin.drain()
-    finally:
-        stdin.close()  # ffmpeg then finishes the stream, even when ``pcm`` failed
+        av.codec.Codec(name, "w")
+    except (av.error.FFmpegError, ValueError):
+        return False
+    return True
 
 
 class Encoders:
-    """Which formats this machine can produce, and a fresh encoder per request."""
+    """Which formats this machine can produce, and a fresh encoder per request.
 
-    def __init__(self, ffmpeg_program: str = "ffmpeg") -> None:
-        self.ffmpeg = ffmpeg_program if shutil.which(ffmpeg_program) else None
-        self.native = {name for name, spec in SOUNDFILE_FORMATS.items() if _libsndfile_has(spec)}
+    ``codecs`` overrides the FFmpeg encoder of a format (e.g. ``{"mp3": "mp3_shine"}``); a
+    format whose encoder this PyAV build lacks is left out of ``available`` and answered 400.
+    """
+
+    def __init__(self, codecs: Mapping[str, str] | None = None) -> None:
+        self.codecs = {name: spec.codec for name, spec in AV_FORMATS.items()} | dict(codecs or {})
+        self.encoded = {name for name, codec in self.codecs.items() if has_encoder(codec)}
 
     @property
     def available(self) -> list[str]:
-        via_ffmpeg = set(FFMPEG_CODECS) if self.ffmpeg else set()
-        usable = {"wav", "pcm"} | self.native | via_ffmpeg
+        usable = {"wav", "pcm"} | self.encoded
         return [f for f in CONTENT_TYPES if f in usable]
 
     def make(self, response_format: str) -> Encoder:
@@ -270,19 +226,12 @@ class Encoders:
             return PcmEncoder()
         if response_format == "wav":
             return WavEncoder()
-        if response_format in self.native:
-            return SoundfileEncoder(SOUNDFILE_FORMATS[response_format])
-        if self.ffmpeg and response_format in FFMPEG_CODECS:
-            return FfmpegEncoder(response_format, self.ffmpeg)
+        if response_format in self.encoded:
+            return AvEncoder(AV_FORMATS[response_format], self.codecs[response_format])
         raise InvalidRequestError(
-            f"response_format '{response_format}' is not available on this server (it needs "
-            f"ffmpeg on PATH); available formats: {', '.join(self.available)}.",
+            f"response_format '{response_format}' is not available on this server (its "
+            f"encoder is missing from this FFmpeg build); available formats: "
+            f"{', '.join(self.available)}.",
             param="response_format",
             code="unsupported_response_format",
         )
-
-
-def _libsndfile_has(spec: SoundfileFormat) -> bool:
-    return spec.format in soundfile.available_formats() and spec.subtype in (
-        soundfile.available_subtypes(spec.format)
-    )

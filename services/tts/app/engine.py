@@ -130,7 +130,9 @@ def backend_factories(settings: TTSSettings) -> dict[str, Callable[[], TTSBacken
             max_queue=settings.tts_pocket_max_queue,
         ),
         "espeak": lambda: EspeakBackend(
-            settings.tts_espeak_program, parse_voice_map(settings.tts_espeak_voices)
+            parse_voice_map(settings.tts_espeak_voices),
+            library=settings.tts_espeak_library,
+            data=settings.tts_espeak_data,
         ),
         "stub": StubBackend,
     }

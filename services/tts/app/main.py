@@ -26,7 +26,7 @@ def build_app(settings: TTSSettings | None = None, backend: TTSBackend | None = 
     """The app; ``backend`` replaces the ``TTS_BACKEND`` choice (tests hand in their own)."""
     settings = settings or load_settings(TTSSettings)
     engine = Engine([backend], fallback=False) if backend else build_engine(settings)
-    encoders = Encoders(settings.tts_ffmpeg_program)
+    encoders = Encoders()
     catalog = Catalog(settings, engine, encoders)
 
     @asynccontextmanager

@@ -38,10 +38,11 @@ class TTSSettings(ServiceSettings):
     tts_backend: BackendChoice = "auto"
     # Model ids clients may send; the backend's own id is advertised on top of these.
     tts_models: str = "tts-1,tts-1-hd,gpt-4o-mini-tts"
-    tts_espeak_program: str = "espeak-ng"
+    # libespeak-ng and its espeak-ng-data; empty = the ones the espeakng-loader wheel ships.
+    tts_espeak_library: str = ""
+    tts_espeak_data: str = ""
     # Overrides of the OpenAI voice → espeak voice map, e.g. "alloy=en-gb+f2".
     tts_espeak_voices: str = ""
-    tts_ffmpeg_program: str = "ffmpeg"
     # Pocket TTS: a language config shipped with the package, or a YAML config path/URL.
     tts_pocket_language: str = "english"
     tts_pocket_config: str = ""

@@ -51,7 +51,7 @@ class Catalog:
         missing = [f for f in ("mp3", "opus", "aac", "flac") if f not in self.encoders.available]
         detail = f"formats: {', '.join(self.encoders.available)}"
         if missing:
-            detail += f"; unavailable: {', '.join(missing)} (no ffmpeg on PATH)"
+            detail += f"; unavailable: {', '.join(missing)} (no encoder in this FFmpeg build)"
         return CheckResult(not missing, detail)
 
 

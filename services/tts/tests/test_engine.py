@@ -50,10 +50,13 @@ async def test_auto_with_pocket_weights_unavailable_falls_back_with_the_reason()
     await engine.aclose()
 
 
-async def test_auto_without_espeak_either_ends_on_the_stub() -> None:
-    engine = await settled(make_settings(tts_backend="auto", tts_espeak_program="no-espeak"))
+async def test_auto_without_espeak_either_ends_on_the_stub(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "espeakng_loader", None)  # the wheel is not installed
+    engine = await settled(make_settings(tts_backend="auto"))
     assert engine.backend.name == "stub"
-    assert "espeak unavailable: program 'no-espeak' not found" in engine.describe()
+    assert "espeak unavailable: espeakng-loader is not usable" in engine.describe()
     await engine.aclose()
 
 
@@ -116,12 +119,12 @@ async def test_named_pocket_tts_without_weights_is_not_ready(make_client: Any) -
     assert "OSError: no network to fetch weights" in readyz.json()["checks"]["backend"]["detail"]
 
 
-async def test_named_espeak_without_program_is_not_ready(make_client: Any) -> None:
-    settings = make_settings(tts_backend="espeak", tts_espeak_program="no-espeak")
+async def test_named_espeak_without_its_data_is_not_ready(make_client: Any, tmp_path: Path) -> None:
+    settings = make_settings(tts_backend="espeak", tts_espeak_data=str(tmp_path / "nodata"))
     client, _ = await make_client(settings)
     readyz = await client.get("/readyz")
     assert readyz.status_code == 503
-    assert "not found on PATH" in readyz.json()["checks"]["backend"]["detail"]
+    assert "data directory 'nodata' not found" in readyz.json()["checks"]["backend"]["detail"]
     assert (await client.post("/v1/audio/speech", json=SPEECH)).status_code == 503
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,7 +13,7 @@ import httpx
 import openai
 import pytest
 
-from app.backends import TTSBackend
+from app.backends import TTSBackend, libespeak
 from app.backends.espeak import EspeakBackend
 from app.main import build_app
 from app.schemas import ResponseFormat
@@ -44,7 +43,7 @@ def serve(backend: TTSBackend | None = None, **settings: Any) -> UvicornThread:
 
 @pytest.fixture(scope="module")
 def espeak() -> Iterator[openai.OpenAI]:
-    """An SDK client of a server speaking with espeak-ng."""
+    """An SDK client of a server speaking with espeak (libespeak-ng from its wheel)."""
     server = serve(tts_backend="espeak")
     with sdk(server) as client:
         yield client
@@ -115,7 +114,7 @@ def test_sse_stream_format(espeak: openai.OpenAI) -> None:
 def test_first_bytes_arrive_before_synthesis_of_a_long_input_ends(
     response_format: ResponseFormat,
 ) -> None:
-    """espeak pauses after its first half second of audio until the client holds bytes:
+    """The backend pauses after its first half second of audio until the client holds bytes:
     a server that buffered the whole file would never release it (and the gate would time
     out), so reaching the end proves the first bytes came out mid-synthesis."""
     backend = ScriptedBackend(inner=EspeakBackend(), gate_after_s=0.5)
@@ -176,20 +175,6 @@ def test_backend_crash_at_start_is_an_internal_server_error() -> None:
         server.stop()
 
 
-def espeak_children() -> list[int]:
-    """Pids of espeak-ng processes this test process started (read from /proc)."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            pid, rest = stat.read_text().split(" (", 1)
-            comm, fields = rest.rsplit(") ", 1)
-        except (OSError, ValueError):
-            continue
-        if comm == "espeak-ng" and int(fields.split()[1]) == os.getpid():
-            found.append(int(pid))
-    return found
-
-
 def wait_for(predicate: Callable[[], bool], timeout_s: float = 15.0) -> bool:
     deadline = time.monotonic() + timeout_s
     while not predicate():
@@ -209,11 +194,11 @@ def test_client_hanging_up_stops_synthesis() -> None:
             ) as response:
                 chunks = response.iter_bytes()  # held: dropping it would close the stream
                 assert next(chunks)
-                assert espeak_children()  # still speaking, paused at the gate
+                assert libespeak.running() == 1  # still speaking, paused at the gate
             # The response is closed mid-stream: the client hung up.
             cancelled = 'outcome="cancelled"} 1.0'
             assert wait_for(lambda: cancelled in httpx.get(f"{server.url}/metrics").text)
-            assert wait_for(lambda: not espeak_children())
+            assert wait_for(lambda: libespeak.running() == 0)
             assert not backend.finished.is_set()
     finally:
         backend.release.set()

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import importlib.machinery
 import io
-import subprocess
 import threading
+import time
 import types
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any
 
+import av
 import numpy as np
 import soundfile
 from jsonschema import Draft202012Validator
@@ -36,18 +37,19 @@ def decode(data: bytes, response_format: str) -> tuple[FloatArray, int]:
     if response_format == "pcm":
         return np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0, SAMPLE_RATE
     if response_format == "aac":
-        return decode_with_ffmpeg(data), SAMPLE_RATE
+        return decode_with_pyav(data)
+    # libsndfile (soundfile) for the rest: a decoder independent of the FFmpeg that encoded.
     samples, rate = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
     return samples[:, 0], int(rate)
 
 
-def decode_with_ffmpeg(data: bytes) -> FloatArray:
-    done = subprocess.run(
-        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-i", "pipe:0",
-         "-f", "s16le", "-ac", "1", "-ar", str(SAMPLE_RATE), "pipe:1"],
-        input=data, capture_output=True, check=True, timeout=30,
-    )  # fmt: skip
-    return np.frombuffer(done.stdout, dtype="<i2").astype(np.float32) / 32768.0
+def decode_with_pyav(data: bytes) -> tuple[FloatArray, int]:
+    """Decode with FFmpeg (PyAV), as a player would: mono float at the stream's rate."""
+    with av.open(io.BytesIO(data), mode="r") as container:
+        stream = container.streams.audio[0]
+        rate = stream.rate
+        blocks = [frame.to_ndarray().reshape(-1) for frame in container.decode(stream)]
+    return np.concatenate(blocks).astype(np.float32), rate
 
 
 def assert_audible(samples: FloatArray, rate: int, min_s: float, max_s: float) -> None:
@@ -61,6 +63,47 @@ def speech_bounds(text: str, speed: float = 1.0) -> tuple[float, float]:
     """Plausible duration of spoken ``text``: 0.15 to 0.8 s a word at speed 1."""
     words = len(text.split())
     return 0.15 * words / speed, 0.8 * words / speed + 0.5
+
+
+def tonality(samples: FloatArray, rate: int = SAMPLE_RATE) -> float:
+    """Median share of a 50 ms frame's energy within ±3 FFT bins of its peak: ~1 for a pure
+    tone (the stub), well under 0.6 for speech (harmonics and formants)."""
+    frame = rate // 20
+    shares = []
+    for start in range(0, len(samples) - frame, frame):
+        chunk = samples[start : start + frame]
+        if np.sqrt(np.mean(np.square(chunk))) < 0.01:
+            continue  # silence between words
+        power = np.abs(np.fft.rfft(chunk * np.hanning(frame))) ** 2
+        peak = int(np.argmax(power))
+        shares.append(power[max(0, peak - 3) : peak + 4].sum() / power.sum())
+    assert shares, "no audible frame"
+    return float(np.median(shares))
+
+
+def pitch_hz(samples: FloatArray, rate: int = SAMPLE_RATE) -> float:
+    """Median fundamental frequency (autocorrelation over 50 ms voiced frames, 60-400 Hz)."""
+    frame, low, high = rate // 20, rate // 400, rate // 60
+    found = []
+    for start in range(0, len(samples) - frame, frame):
+        chunk = samples[start : start + frame]
+        if np.sqrt(np.mean(np.square(chunk))) < 0.02:
+            continue
+        chunk = chunk - chunk.mean()
+        corr = np.correlate(chunk, chunk, "full")[frame - 1 :]
+        found.append(rate / (low + int(np.argmax(corr[low:high]))))
+    assert found, "no voiced frame"
+    return float(np.median(found))
+
+
+async def wait_until_async(predicate: Callable[[], bool], timeout_s: float = 15.0) -> bool:
+    """Poll ``predicate`` on the loop until it holds (True) or ``timeout_s`` passes (False)."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.02)
+    return True
 
 
 async def collect(chunks: AsyncIterator[bytes]) -> bytes:
@@ -190,8 +233,6 @@ def fake_pocket_module(model: type[FakeTTSModel]) -> types.ModuleType:
     module.__spec__ = importlib.machinery.ModuleSpec("pocket_tts", None)
     module.TTSModel = model  # type: ignore[attr-defined]
     return module
-
-
 
 
 def check_openai_schema(name: str, document: Any) -> None:

@@ -1,25 +1,27 @@
-"""The espeak backend: the ``espeak-ng`` program (Debian package ``espeak-ng``).
+"""The espeak backend: eSpeak NG's library from the ``espeakng-loader`` wheel, no program.
 
-The text goes in on stdin (no argv length limit, no option injection); WAV comes out on stdout
-with ``--stdout`` and is read as espeak writes it, so the first words stream before the last
-are synthesised. espeak speaks at 22.05 kHz (16 kHz for mbrola voices): the header's rate is
-read and the audio resampled to 24 kHz. Speed maps to words per minute; below espeak's floor
-of 80 wpm the rest of the slowdown is a pitch-preserving time stretch.
+libespeak-ng speaks through ``app.backends.libespeak`` (ctypes): one synthesis at a time per
+process, on a daemon thread, so the event loop never waits on it. Its synth callback hands each
+~100 ms block to the request through a bounded hand-off: when the client reads slowly the
+synthesis thread waits (backpressure, as a full pipe made the espeak-ng program wait), and when
+the client hangs up the callback aborts the synthesis. espeak speaks at 22.05 kHz: the audio
+is resampled to 24 kHz. Speed maps to words per minute; below espeak's floor of 80 wpm the rest
+of the slowdown is a pitch-preserving time stretch.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import shutil
-import struct
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+import threading
+from collections.abc import AsyncGenerator, Mapping
+from typing import Any
 
-from app.audio import LinearResampler, from_pcm16, to_pcm16
-from app.backends import BackendError, SpeechJob
+import numpy as np
+
+from app.audio import LinearResampler, to_pcm16
+from app.backends import BackendError, SpeechJob, libespeak
 from app.stretch import TimeStretch
-from app.subprocesses import reap
-from app.threads import closing
+from app.threads import in_daemon_thread
 
 DEFAULT_VOICES: dict[str, str] = {
     "alloy": "en-us+f4",
@@ -30,15 +32,16 @@ DEFAULT_VOICES: dict[str, str] = {
     "fable": "en-gb-x-rp+m1",
     "onyx": "en-us+m7",
     "nova": "en-us+f3",
-    "sage": "en-gb+f4",
+    "sage": "en+f4",
     "shimmer": "en-us+f5",
     "verse": "en-us+m5",
-    "marin": "en-gb+f2",
+    "marin": "en+f2",
     "cedar": "en-us+m6",
 }
 DEFAULT_WPM = 175
 MIN_WPM, MAX_WPM = 80, 700  # espeak's floor; above 450 it speeds up with libsonic
-READ_SIZE = 8192
+AHEAD_BLOCKS = 8  # blocks (~100 ms each) synthesised ahead of what the client has taken
+POLL_S = 0.1  # how often a waiting synthesis looks whether the client has gone
 
 
 def rate_for(speed: float) -> tuple[int, float]:
@@ -49,24 +52,37 @@ def rate_for(speed: float) -> tuple[int, float]:
     return min(wpm, MAX_WPM), 1.0
 
 
-async def read_wav_header(stream: asyncio.StreamReader) -> int:
-    """Consume a WAV header up to the data chunk; return the sample rate (s16 mono expected)."""
-    riff = await stream.readexactly(12)
-    if riff[:4] != b"RIFF" or riff[8:12] != b"WAVE":
-        raise BackendError("espeak-ng did not write WAV on stdout")
-    rate = 0
-    while True:
-        chunk_id, size = struct.unpack("<4sI", await stream.readexactly(8))
-        if chunk_id == b"data":
-            break
-        body = await stream.readexactly(size + (size & 1))
-        if chunk_id == b"fmt ":
-            _, channels, rate, _, _, bits = struct.unpack("<HHIIHH", body[:16])
-            if channels != 1 or bits != 16:
-                raise BackendError(f"espeak-ng wrote {channels} channels of {bits}-bit audio")
-    if not rate:
-        raise BackendError("espeak-ng's WAV header has no fmt chunk")
-    return rate
+class Handoff:
+    """Blocks from the synthesis thread to the request's coroutine, at most ``limit`` ahead."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, limit: int = AHEAD_BLOCKS) -> None:
+        self.loop = loop
+        self.queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        self.room = threading.Semaphore(limit)
+        self.stop = threading.Event()
+
+    def _post(self, kind: str, value: Any) -> bool:
+        try:
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, (kind, value))
+        except RuntimeError:  # the loop closed: nobody is listening any more
+            self.stop.set()
+        return not self.stop.is_set()
+
+    def put(self, samples: libespeak.Samples) -> bool:
+        """Called by the synthesis thread; False tells espeak to abort."""
+        while not self.room.acquire(timeout=POLL_S):
+            if self.stop.is_set():
+                return False
+        return self._post("audio", samples)
+
+    def done(self, error: BaseException | None) -> None:
+        self._post("error", error) if error else self._post("done", None)
+
+    async def get(self) -> tuple[str, Any]:
+        item = await self.queue.get()
+        if item[0] == "audio":
+            self.room.release()
+        return item
 
 
 class EspeakBackend:
@@ -74,88 +90,74 @@ class EspeakBackend:
     models: tuple[str, ...] = ("espeak-ng",)
     native_speed = True
 
-    def __init__(self, program: str = "espeak-ng", voices: Mapping[str, str] | None = None):
-        self.program = program
+    def __init__(
+        self, voices: Mapping[str, str] | None = None, *, library: str = "", data: str = ""
+    ) -> None:
         self.voices = {**DEFAULT_VOICES, **(voices or {})}
+        self.library, self.data = library, data
+        self.sample_rate = 0
 
     def unavailable_reason(self) -> str | None:
-        if shutil.which(self.program) is None:
-            return f"program {self.program!r} not found on PATH (Debian package espeak-ng)"
+        if self.library and self.data:
+            return None
+        try:
+            libespeak.wheel_paths()
+        except (ImportError, RuntimeError) as exc:
+            return f"espeakng-loader is not usable ({exc}); pip install espeakng-loader"
         return None
 
     async def load(self) -> None:
-        proc = await asyncio.create_subprocess_exec(
-            self.program, "--version", stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )  # fmt: skip
-        out, _ = await proc.communicate()
-        if proc.returncode != 0:
-            raise BackendError(f"{self.program} --version exited with {proc.returncode}: {out!r}")
+        def probe() -> int:
+            rate = libespeak.initialize(self.library, self.data)
+            for voice in sorted(set(self.voices.values())):
+                libespeak.check_voice(voice)  # a bad override fails here, not per request
+            return rate
 
-    def command(self, job: SpeechJob) -> list[str]:
+        try:
+            self.sample_rate = await in_daemon_thread(probe, "espeak-load")
+        except libespeak.EspeakError as exc:
+            raise BackendError(str(exc)) from None
+
+    def _speak(self, job: SpeechJob, handoff: Handoff) -> None:
         wpm, _ = rate_for(job.speed)
         voice = self.voices.get(job.voice, DEFAULT_VOICES["alloy"])
-        return [self.program, "--stdout", "-b", "1", "-v", voice, "-s", str(wpm)]
+        error: BaseException | None = None
+        try:
+            if not handoff.stop.is_set():  # the client may have left while we queued
+                libespeak.speak(job.text, voice, wpm, handoff.put)
+        except BaseException as exc:
+            error = exc
+        handoff.done(error)
 
     async def synthesize(self, job: SpeechJob) -> AsyncGenerator[bytes, None]:
-        proc = await asyncio.create_subprocess_exec(
-            *self.command(job),
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        assert proc.stdin is not None
-        assert proc.stdout is not None
-        assert proc.stderr is not None
-        errors = asyncio.create_task(proc.stderr.read())
-        try:
-            await _send_text(proc.stdin, job.text)
-            async with closing(self._read_audio(proc.stdout, job.speed)) as audio:
-                async for pcm in audio:
-                    yield pcm
-            code = await proc.wait()
-            if code != 0:
-                detail = (await errors).decode(errors="replace").strip()[:200]
-                raise BackendError(f"{self.program} exited with {code}: {detail}")
-        finally:
-            errors.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await errors  # settled before reap() reads stderr itself
-            await reap(proc)  # the client went away, or we failed: stop espeak
-
-    async def _read_audio(self, stdout: asyncio.StreamReader, speed: float) -> AsyncIterator[bytes]:
-        try:
-            resampler = LinearResampler(await read_wav_header(stdout))
-        except asyncio.IncompleteReadError:
-            return  # no audio at all: espeak failed, and its exit code will say so
-        _, stretch_factor = rate_for(speed)
+        if not self.sample_rate:
+            raise BackendError("espeak backend used before load()")
+        handoff = Handoff(asyncio.get_running_loop())
+        threading.Thread(
+            target=self._speak, args=(job, handoff), name="espeak-synth", daemon=True
+        ).start()
+        resampler = LinearResampler(self.sample_rate)
+        _, stretch_factor = rate_for(job.speed)
         stretch = TimeStretch(stretch_factor) if stretch_factor != 1.0 else None
-        carry = b""
-        while chunk := await stdout.read(READ_SIZE):
-            chunk, carry = _whole_samples(carry + chunk)
-            samples = resampler.feed(from_pcm16(chunk))
+        try:
+            while True:
+                kind, value = await handoff.get()
+                if kind == "done":
+                    break
+                if kind == "error":
+                    raise BackendError(f"espeak-ng failed: {value}")
+                samples = resampler.feed(np.asarray(value, dtype=np.float32) / 32768.0)
+                if stretch is not None:
+                    samples = stretch.feed(samples)
+                if len(samples):
+                    yield to_pcm16(samples)
             if stretch is not None:
-                samples = stretch.feed(samples)
-            if len(samples):
-                yield to_pcm16(samples)
-        if stretch is not None:
-            yield to_pcm16(stretch.flush())
+                yield to_pcm16(stretch.flush())
+        finally:
+            handoff.stop.set()  # the client went away, or we failed: abort the synthesis
 
     def voice_map(self) -> Mapping[str, str]:
         return dict(self.voices)
 
     async def aclose(self) -> None:
         return None
-
-
-async def _send_text(stdin: asyncio.StreamWriter, text: str) -> None:
-    # A program that died at once (bad voice) closes its stdin: its exit code tells why.
-    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-        stdin.write(text.encode())
-        await stdin.drain()
-        stdin.close()
-
-
-def _whole_samples(data: bytes) -> tuple[bytes, bytes]:
-    cut = len(data) - len(data) % 2
-    return data[:cut], data[cut:]
