@@ -49,8 +49,9 @@ from nexus_kit import (
     get_logger,
 )
 from nexus_kit.errors import ModelNotFoundError
+from nexus_kit.tracing import TRACING
 
-from . import client
+from . import client, spans
 from .discovery import describe_error
 from .exchange import Exchange, RequestHead, response_headers
 from .liveness import Watch, with_keepalive
@@ -163,7 +164,9 @@ class Proxy:
             info = self._peek(body, head)
             targets = candidates(route, info.model)
             watch = Watch(receive, body.done, ex, task, self._total_s)
-            await self._forward(scope, ex, route, targets, head, body, info)
+            # spans.py: the upstream call's span and traceparent; off, a shared no-op context.
+            with spans.proxied(route, info.model, head, ex) if TRACING.enabled else spans.OFF:
+                await self._forward(scope, ex, route, targets, head, body, info)
         except ClientGoneError:
             self._gone(ex, route)
         except asyncio.CancelledError:
@@ -307,6 +310,8 @@ class Proxy:
         target, resp = opened.target, opened.response
         try:
             status = resp.status
+            if TRACING.enabled:
+                spans.opened(target, status)
             if status == 404 and target.instance.kind == "ollama" and info.model:
                 await resp.read()  # Ollama's own not_found_error for a model it lacks
                 raise ModelNotFoundError(info.model)
@@ -342,6 +347,8 @@ class Proxy:
         first = await with_keepalive(ex, self.settings.sse_keepalive_s, content.readany())
         if first:
             await ex.body(first)
+            if TRACING.enabled:
+                spans.first_chunk()
 
     @staticmethod
     def _abandon(opened: Opened) -> None:
