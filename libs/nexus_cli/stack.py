@@ -305,9 +305,9 @@ class Stack:
         gateway = next((run for run in self.runs if run.spec.key == "gateway"), None)
         if gateway is not None:
             self.out.write(f"  OpenAI base URL  {gateway.spec.url}/v1")
-        self.out.write(
-            f"  Dev API key      {secrets.admin_key}  (admin; {secrets.admin_key_source})"
-        )
+        # The operator's own key (NEXUS_ADMIN_API_KEY) is never printed, only where it is.
+        shown = secrets.admin_key if secrets.admin_key_generated else "(yours, not shown)"
+        self.out.write(f"  Dev API key      {shown}  (admin; {secrets.admin_key_source})")
         self.out.write("  Ctrl-C stops everything.")
         self.out.write("")
 

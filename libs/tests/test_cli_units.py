@@ -136,13 +136,33 @@ def test_dev_secrets_generated_once_private_and_reused(tmp_path: Path) -> None:
     assert load_dev_secrets(state, {}) == first
 
 
-def test_dev_secrets_from_environment_win_and_are_not_written(tmp_path: Path) -> None:
+def test_dev_secrets_from_environment_win_and_the_key_file_holds_them(tmp_path: Path) -> None:
     state = tmp_path / ".nexus"
     environ = {"NEXUS_ADMIN_API_KEY": "nx-mine", "NEXUS_INTERNAL_TOKEN": "tok"}
     secrets = load_dev_secrets(state, environ)
     assert (secrets.admin_key, secrets.internal_token) == ("nx-mine", "tok")
     assert "environment" in secrets.admin_key_source
-    assert not state.exists()
+    assert not secrets.admin_key_generated  # never printed
+    # The README's `export OPENAI_API_KEY=$(cat .nexus/dev-admin-key)` works this way too.
+    key_file = state / "dev-admin-key"
+    assert key_file.read_text().strip() == "nx-mine"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert not (state / "internal-token").exists()
+
+
+def test_a_generated_key_is_replaced_by_the_environment_and_not_reused_after(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / ".nexus"
+    generated = load_dev_secrets(state, {})
+    assert generated.admin_key_generated
+    assert load_dev_secrets(state, {"NEXUS_ADMIN_API_KEY": "nx-op"}).admin_key == "nx-op"
+    # The variable is gone: the operator's key is not taken for a generated one (and shown).
+    after = load_dev_secrets(state, {})
+    assert after.admin_key_generated
+    assert after.admin_key not in ("nx-op", generated.admin_key)
+    assert (state / "dev-admin-key").read_text().strip() == after.admin_key
+    assert load_dev_secrets(state, {}).admin_key == after.admin_key  # and kept from then on
 
 
 def test_etcd_config_ports_from_env(tmp_path: Path) -> None:

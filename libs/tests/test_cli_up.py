@@ -263,8 +263,9 @@ def test_taken_port_and_missing_service_each_get_one_line(
     assert up.row("okay")[2] == "ready"
     assert up.row("blocked")[2] == f"port {blocked} in use"
     assert wait_for_key(env, "/nexus/services/okay/")
-    assert "Dev API key      nx-from-env  (admin; NEXUS_ADMIN_API_KEY" in up.output
-    assert not (tmp_path / "state" / "dev-admin-key").exists()
+    assert "Dev API key      (yours, not shown)  (admin; NEXUS_ADMIN_API_KEY" in up.output
+    assert "nx-from-env" not in up.output  # the operator's key is never printed
+    assert (tmp_path / "state" / "dev-admin-key").read_text().strip() == "nx-from-env"
 
     family = descendants(up.proc.pid)
     assert up.stop(signal.SIGINT) == 0  # Ctrl-C
