@@ -9,7 +9,9 @@ The server is a few lines of asyncio in the gateway's own event loop rather than
 prometheus_client's thread: the collector then reads gateway state from the loop that
 mutates it, and nothing installs signal handlers next to uvicorn's. One process serves one
 metrics port; a port already taken (a second process, e.g. ``uvicorn --workers``) stops the
-start with a message saying so, instead of a bare ``EADDRINUSE`` (README "Scaling").
+start with a message saying so, instead of a bare ``EADDRINUSE`` (README "Scaling"). Under
+the worker supervisor each worker serves its registry on a unix socket instead, and the
+supervisor serves the sum of all of them on the port (``aggregate.py``).
 """
 
 from __future__ import annotations
@@ -130,13 +132,17 @@ class LiveCollector(Collector):
 class MetricsServer:
     """``GET /metrics`` (any path, really) over HTTP/1.1 with ``Connection: close``."""
 
-    def __init__(self, registry: CollectorRegistry, host: str, port: int) -> None:
+    def __init__(self, registry: CollectorRegistry, host: str, port: int, path: str = "") -> None:
         self.registry = registry
         self.host = host
         self.port = port
+        self.path = path  # a unix socket instead (a worker's, read by the supervisor: workers.py)
         self._server: asyncio.Server | None = None
 
     async def start(self) -> None:
+        if self.path:
+            self._server = await asyncio.start_unix_server(self._serve, self.path)
+            return
         try:
             self._server = await asyncio.start_server(self._serve, self.host, self.port)
         except OSError as exc:
@@ -144,8 +150,8 @@ class MetricsServer:
             # gateway scales (each worker would need its own metrics port and discovery).
             raise RuntimeError(
                 f"GATEWAY_METRICS_PORT {self.port} on {self.host} is not free ({exc.strerror}). "
-                "One gateway process per metrics port: scale out with replicas (one process "
-                "per core), not uvicorn --workers; or give each process its own port."
+                "One gateway per metrics port: for several processes on one port use "
+                "GATEWAY_WORKERS (python -m app.workers), not uvicorn --workers."
             ) from exc
 
     async def stop(self) -> None:
@@ -155,10 +161,13 @@ class MetricsServer:
                 await asyncio.wait_for(self._server.wait_closed(), 2.0)
             self._server = None
 
+    async def body(self) -> bytes:
+        return generate_latest(self.registry)
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5.0)
-            body = generate_latest(self.registry)
+            body = await self.body()
             head = (
                 "HTTP/1.1 200 OK\r\n"
                 f"Content-Type: {CONTENT_TYPE_LATEST}\r\n"

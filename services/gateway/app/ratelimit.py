@@ -16,6 +16,10 @@ from limits.aio.strategies import SlidingWindowCounterRateLimiter
 
 from nexus_kit import RateLimitError, get_logger
 
+from .durations import openai_duration
+from .sharedlimits import SCHEME as SHARED_SCHEME
+from .sharedlimits import SharedMemoryStorage
+
 log = get_logger("nexus.gateway.ratelimit")
 
 
@@ -29,11 +33,13 @@ class Quota:
         return [
             (b"x-ratelimit-limit-requests", str(self.limit).encode()),
             (b"x-ratelimit-remaining-requests", str(self.remaining).encode()),
-            (b"x-ratelimit-reset-requests", f"{max(self.reset_s, 0):.3g}s".encode()),
+            (b"x-ratelimit-reset-requests", openai_duration(self.reset_s).encode()),
         ]
 
 
 def make_storage(url: str | None) -> Storage:
+    if url and url.startswith(SHARED_SCHEME):  # the workers' shared table (workers.py)
+        return SharedMemoryStorage(url)
     if url and url.startswith(("redis://", "rediss://")):
         # redis-py (already a dependency) rather than limits' default coredis client.
         return RedisStorage("async+" + url, implementation="redispy")
@@ -83,6 +89,9 @@ class RateLimiter:
 
     async def close(self) -> None:
         """Close the Redis connection pool (limits has no public close; the bridge holds it)."""
+        if isinstance(self.storage, SharedMemoryStorage):
+            self.storage.close()
+            return
         client = getattr(getattr(self.storage, "bridge", None), "storage", None)
         if client is not None and hasattr(client, "aclose"):
             await client.aclose()

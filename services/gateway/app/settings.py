@@ -62,6 +62,13 @@ class GatewaySettings(ServiceSettings):
     # Move everything alive after startup out of the collector's reach (gc.freeze): full
     # collections then scan only request-time objects (~35 ms -> <1 ms under load).
     gc_freeze_after_startup: bool = True
+    # Worker processes on one port (app/workers.py, docs/adr/0007): 0 = one per CPU this
+    # process may use. Backlog and client connections (per worker) size the OS limits checked
+    # at start (app/oslimits.py); the metrics socket is set by the supervisor for its workers.
+    gateway_workers: int = Field(0, ge=0, le=512)
+    gateway_backlog: int = Field(2048, ge=1, le=65_535)
+    gateway_max_client_connections: int = Field(4096, ge=1, le=1_000_000)
+    gateway_metrics_socket: str = ""
 
     eject_after_failures: int = Field(3, ge=1, le=1000)
     eject_s: float = Field(10.0, gt=0, le=3600)
@@ -84,7 +91,8 @@ class GatewaySettings(ServiceSettings):
     @field_validator("rate_limit_storage_url")
     @classmethod
     def _storage_url(cls, value: str) -> str:
-        if value and not value.startswith(("memory://", "redis://", "rediss://")):
+        # shm://<file>: the workers' shared table, set by the supervisor (app/sharedlimits.py).
+        if value and not value.startswith(("memory://", "redis://", "rediss://", "shm://")):
             raise ValueError("must be empty (in memory), memory:// or redis://host:port/db")
         return value
 

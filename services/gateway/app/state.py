@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry
 
 from nexus_kit import CheckResult, ServiceMetadata, get_logger
 
-from . import departed
+from . import departed, oslimits
 from .auth import Authenticator, AuthGuard
 from .client import make_client
 from .discovery import Discovery, Instance, Snapshot, fetch_metadata
@@ -124,10 +124,13 @@ class GatewayState:
             timeout=s.discovery_metadata_timeout_s, trust_env=False, follow_redirects=True
         )
         metrics_server = MetricsServer(
-            self.metrics.registry, s.gateway_metrics_host, s.gateway_metrics_port
-        )
+            self.metrics.registry, s.gateway_metrics_host, s.gateway_metrics_port,
+            s.gateway_metrics_socket,
+        )  # fmt: skip
+        if not s.gateway_metrics_socket:  # a lone process; a supervisor checked for its workers
+            oslimits.warn_at_start(s)
         try:
-            if s.gateway_metrics_port:
+            if s.gateway_metrics_port or s.gateway_metrics_socket:
                 await metrics_server.start()
             self.discovery.start()
             if s.health_probe_interval_s > 0:
