@@ -74,6 +74,8 @@ class Registrar:
             self._task = None
         if self._client is not None:
             try:
+                if not self.draining:  # goodbye first: the gateway then drops it at once
+                    await self.mark_draining()  # (a bare delete reads as a lease expiry)
                 await self._client.delete(self.key.encode())
                 if self._lease is not None:
                     await self._lease.revoke()

@@ -34,6 +34,7 @@ from nexus_kit.metadata import Registration
 
 from . import ollama
 from .etcd import Change, Compacted, EtcdSource, KeyValue
+from .grace import LeaseGrace, Probe
 from .settings import GatewaySettings
 
 log = get_logger("nexus.gateway.discovery")
@@ -41,6 +42,7 @@ log = get_logger("nexus.gateway.discovery")
 Kind = Literal["nexus", "ollama"]
 Source = Literal["etcd", "env"]
 FIRST_RETRY_S = 0.1  # a service may put its key a moment before its socket listens
+HEARTBEAT_MISSES = 3  # unanswered heartbeat reads before the watch is reopened
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +63,7 @@ class Instance:
     metadata: ServiceMetadata | None = None
     error: str | None = None
     seen_at: float = 0.0  # wall clock of the last etcd event or metadata answer
+    expired_at: float | None = None  # wall clock its lease expired; kept under grace.py's rules
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +91,7 @@ class Discovery:
         fetch: Fetch,
         on_change: Callable[[Snapshot], None],
         on_event: Callable[[str], None] = lambda _: None,
+        probe: Probe | None = None,
     ) -> None:
         self.settings = settings
         self.prefix = settings.nexus_etcd_prefix
@@ -102,7 +106,11 @@ class Discovery:
         self.revision = 0
         self.etcd_synced = not settings.etcd_endpoint_list
         self.etcd_error: str | None = None
+        self.etcd_last_ok: float | None = None  # wall clock of the last answer from etcd
         self.synced = asyncio.Event()
+        s = settings
+        self._grace = LeaseGrace(s.discovery_lease_grace_s, s.discovery_grace_probe_s, probe,
+                                 self._entries.get, self._expired)  # fmt: skip
 
     # lifecycle
 
@@ -125,6 +133,7 @@ class Discovery:
                 await task
         self._tasks.clear()
         self._fetches.clear()
+        await self._grace.stop()
 
     def snapshot(self) -> Snapshot:
         ordered = tuple(sorted(self._entries.values(), key=lambda i: i.key))
@@ -147,9 +156,9 @@ class Discovery:
                 if full:
                     await self._full_read(source)
                     full = False
-                self.etcd_error, delay = None, FIRST_RETRY_S
-                async for change in source.watch(self.prefix, self.revision + 1):
-                    self._apply(change)
+                delay = FIRST_RETRY_S
+                self._etcd_answered()
+                await self._follow(source)
                 raise ConnectionError("watch stream ended")
             except asyncio.CancelledError:
                 raise
@@ -164,6 +173,59 @@ class Discovery:
                 delay = min(delay * 2, self.settings.etcd_reconnect_max_s)
             finally:
                 await source.close()
+
+    async def _follow(self, source: EtcdSource) -> None:
+        """Apply the watch; a heartbeat read proves etcd still answers (a frozen etcd keeps the
+        watch open and silent), and after ``HEARTBEAT_MISSES`` misses the watch is reopened."""
+        every = self.settings.etcd_heartbeat_s
+        watch = asyncio.ensure_future(self._consume(source))
+        tasks = {watch}
+        if every > 0:
+            tasks.add(asyncio.ensure_future(self._heartbeat(source, every)))
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            done.pop().result()  # raises what ended it
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+    async def _consume(self, source: EtcdSource) -> None:
+        async for change in source.watch(self.prefix, self.revision + 1):
+            self._apply(change)
+            self._etcd_answered()
+
+    async def _heartbeat(self, source: EtcdSource, every: float) -> None:
+        misses = 0
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await asyncio.wait_for(source.current_revision(self.prefix), every)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                misses += 1
+                self._etcd_silent(exc, every)
+                if misses >= HEARTBEAT_MISSES:
+                    raise ConnectionError(f"etcd did not answer {misses} reads") from None
+            else:
+                misses = 0
+                self._etcd_answered()
+
+    def _etcd_answered(self) -> None:
+        if self.etcd_error is not None:
+            log.info("etcd answers again", revision=self.revision)
+        self.etcd_error, self.etcd_last_ok = None, time.time()
+
+    def _etcd_silent(self, exc: Exception, every: float) -> None:
+        """The watch is open but etcd does not answer: frozen, partitioned or without quorum."""
+        error = f"etcd did not answer a read within {every:g} s ({describe_error(exc)})"
+        if self.etcd_error is None:
+            log.warning("etcd is not answering; serving the last table", error=error)
+            self._on_event("stale")
+        self.etcd_error = error
 
     def _lost_etcd(self, exc: Exception, delay: float) -> None:
         error = f"{type(exc).__name__}: {exc}"
@@ -182,7 +244,7 @@ class Discovery:
         revision, kvs = await source.read(self.prefix)
         present = {kv.key for kv in kvs}
         for key in [k for k, e in self._entries.items() if e.source == "etcd" and k not in present]:
-            self._remove(key)
+            self._vanished(key)
         for kv in kvs:
             self._put(kv, refetch=False)
         self.revision = revision
@@ -197,7 +259,7 @@ class Discovery:
         if change.kind == "put":
             self._put(change.kv, refetch=True)
         else:
-            self._remove(change.kv.key)
+            self._vanished(change.kv.key)
         self._on_event(change.kind)
         self.revision = max(self.revision, change.kv.mod_revision)
         self._publish()
@@ -216,7 +278,26 @@ class Discovery:
         entry = replace(entry, metadata=old.metadata, error=old.error)
         self._upsert(entry, refetch=refetch or old.revision != entry.revision)
 
+    def _vanished(self, key: str) -> None:
+        """The key left etcd: a deregistration goes at once, a lease expiry gets a grace."""
+        entry = self._entries.get(key)
+        if entry is None or entry.expired_at is not None:
+            return
+        if not self._grace.applies_to(entry):
+            self._remove(key)
+            return
+        log.warning("lease expired; kept while its probe passes", instance=key,
+                    grace_s=self.settings.discovery_lease_grace_s)  # fmt: skip
+        self._entries[key] = replace(entry, expired_at=time.time())
+        self._on_event("lease_grace")
+        self._grace.start(key)
+
+    def _expired(self, key: str, reason: str) -> None:
+        self._remove(key)
+        self._publish()
+
     def _remove(self, key: str) -> None:
+        self._grace.cancel(key)
         if self._entries.pop(key, None) is not None:
             log.info("instance gone", instance=key)
         task = self._fetches.pop(key, None)
@@ -231,6 +312,7 @@ class Discovery:
     def _upsert(self, entry: Instance, *, refetch: bool = True) -> None:
         if entry.metadata is None and entry.kind == "ollama":
             entry = replace(entry, metadata=ollama.placeholder(entry))
+        self._grace.cancel(entry.key)  # a put (re-registration) ends any lease grace
         self._entries[entry.key] = entry
         if refetch:
             if self._initial is not None and not self.synced.is_set():

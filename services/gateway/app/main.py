@@ -53,6 +53,7 @@ def build_app(
         checks=[
             Check("discovery", state.check_discovery),
             Check("upstreams", state.check_upstreams, critical=False),
+            Check("etcd", state.check_etcd, critical=False),  # a frozen etcd shows here
         ],
         models=models,
         lifespan=state.lifespan,

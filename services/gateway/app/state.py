@@ -33,6 +33,7 @@ from .ratelimit import RateLimiter
 from .routing import EMPTY_TABLE, Balancer, RoutingTable, build_routing_table
 from .settings import GatewaySettings
 from .upstreams import Prober, Upstreams
+from .upstreams import probe as probe_instance
 
 log = get_logger("nexus.gateway")
 
@@ -58,6 +59,7 @@ class GatewayState:
             fetch=self._fetch,
             on_change=self.apply,
             on_event=lambda name: self.metrics.event(name),
+            probe=lambda instance: probe_instance(self.control, instance),  # lease grace
         )
         self.proxy = Proxy(self)
         self.events = EventHub()  # the admin live feed (events.py)
@@ -180,6 +182,16 @@ class GatewayState:
                 False, f"waiting for the first etcd read ({d.etcd_error or 'connecting'})"
             )
         return CheckResult(False, "waiting for the first metadata fetches")
+
+    async def check_etcd(self) -> CheckResult:
+        """Whether etcd answers now (not critical: the last table keeps serving without it)."""
+        d = self.discovery
+        if not self.settings.etcd_endpoint_list:
+            return CheckResult(True, "no etcd configured")
+        if d.etcd_error is None:
+            return CheckResult(True, f"revision {d.revision}")
+        since = f"; last answer {time.time() - d.etcd_last_ok:.0f} s ago" if d.etcd_last_ok else ""
+        return CheckResult(False, f"{d.etcd_error}{since}; serving the last table")
 
     async def check_upstreams(self) -> CheckResult:
         """Each upstream's state; informational (not critical: the gateway serves the rest)."""
