@@ -226,13 +226,10 @@ def _endpoints(instance: Instance) -> Iterable[tuple[str, str, _Flags]]:
         yield e.method, e.path, _Flags(e.operation_id, e.streaming, e.public)
 
 
-def _claim_order(instances: list[Instance]) -> dict[str, tuple[int, int, str]]:
-    """Services by first claim: static backends, then oldest etcd key; name breaks ties."""
-    first: dict[str, tuple[int, int, str]] = {}
-    for i in instances:
-        rank = (0 if i.source == "env" else 1, i.create_revision, i.service)
-        first[i.service] = min(first.get(i.service, rank), rank)
-    return first
+def _claim_order(instances: list[Instance]) -> dict[str, tuple[int, str]]:
+    """Who serves a path several services advertise: static backends first, then services by
+    name. Never by registration order, which restarts reshuffle (docs: "Shared paths")."""
+    return {i.service: (0 if i.source == "env" else 1, i.service) for i in instances}
 
 
 def _route(

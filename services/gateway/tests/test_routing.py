@@ -120,14 +120,19 @@ def test_instances_advertising_no_models_take_any_model() -> None:
     assert services_of(candidates(route, "other")) == ["any"]
 
 
-def test_without_a_model_the_first_claiming_service_serves_a_shared_path() -> None:
-    older = instance("template", create_revision=5)
-    newer = instance("acme", create_revision=9)
-    route = table(newer, older).resolve("POST", "/v1/echo")
-    assert services_of(candidates(route, None)) == ["template"]
+def test_without_a_model_a_shared_path_goes_to_the_first_service_by_name() -> None:
+    # Deterministic whatever the registration (restart) order: not the oldest etcd key.
+    template = instance("template", create_revision=5)
+    acme = instance("acme", create_revision=9)
+    for pair in ((acme, template), (template, acme)):
+        route = table(*pair).resolve("POST", "/v1/echo")
+        assert services_of(candidates(route, None)) == ["acme"]
+    restarted = instance("acme", create_revision=99)
+    route = table(template, restarted).resolve("POST", "/v1/echo")
+    assert services_of(candidates(route, None)) == ["acme"]
     static = instance("zeta", source="env", key="env:zeta#0")
-    route = table(older, static).resolve("POST", "/v1/echo")
-    assert services_of(candidates(route, None)) == ["zeta"]
+    route = table(template, static).resolve("POST", "/v1/echo")
+    assert services_of(candidates(route, None)) == ["zeta"]  # static backends come first
 
 
 def test_draining_instances_are_never_candidates_but_the_route_stays() -> None:
