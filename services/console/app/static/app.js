@@ -362,10 +362,11 @@
       try { await api("DELETE", `/v1/api-keys/${encodeURIComponent(key.id)}`); await loadKeys(list, fail); } catch (e) { fail(e); }
     } }, "Revoke");
     actions.append(edit, " ", revoke);
-    row.append(h("td", {}, key.name), h("td", { class: "mono" }, key.id), h("td", { class: "mono" }, key.prefix),
+    const cells = [h("td", {}, key.name), h("td", { class: "mono" }, key.id), h("td", { class: "mono" }, key.prefix),
       isAdmin() ? h("td", { class: "mono" }, key.user_id) : null,
-      LIMITS.map(([field]) => h("td", { class: "num", "data-field": field }, field in key ? fmt(key[field]) : "—")),
-      h("td", {}, unix(key.created_at)), actions);
+      ...LIMITS.map(([field]) => h("td", { class: "num", "data-field": field }, field in key ? fmt(key[field]) : "—")),
+      h("td", {}, unix(key.created_at)), actions];
+    row.append(...cells.filter(Boolean));
     return row;
   }
 
