@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import event, inspect, text
+from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -41,6 +41,7 @@ class Database:
             if self.schema:
                 await conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"'))
             await conn.run_sync(Base.metadata.create_all)
+            await conn.run_sync(_add_new_columns)
 
     async def ping(self) -> CheckResult:
         async with self.engine.connect() as conn:
@@ -49,6 +50,20 @@ class Database:
 
     async def close(self) -> None:
         await self.engine.dispose()
+
+
+# Nullable columns added after the first release: create_all does not alter an existing table,
+# so a database made by an older version gains them here (no data to move).
+NEW_COLUMNS = {"api_keys": ("rate_limit_tpm", "token_budget_daily", "token_budget_monthly")}
+
+
+def _add_new_columns(conn: Connection) -> None:
+    inspector = inspect(conn)
+    for table, columns in NEW_COLUMNS.items():
+        present = {c["name"] for c in inspector.get_columns(table)}
+        for column in columns:
+            if column not in present:
+                conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} BIGINT"))
 
 
 def sqlite_file(url: str) -> Path | None:

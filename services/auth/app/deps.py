@@ -32,6 +32,9 @@ class Principal:
     key_id: str | None = None
     rate_limit_rpm: int | None = None
     expires_at: int | None = None
+    rate_limit_tpm: int | None = None
+    token_budget_daily: int | None = None
+    token_budget_monthly: int | None = None
 
     @property
     def is_admin(self) -> bool:
@@ -73,7 +76,8 @@ async def _from_api_key(state: AuthState, token: str) -> Principal:
     key, user = found
     return Principal(
         user.id, user.username, user.role, "api_key", key_id=key.id,
-        rate_limit_rpm=key.rate_limit_rpm,
+        rate_limit_rpm=key.rate_limit_rpm, rate_limit_tpm=key.rate_limit_tpm,
+        token_budget_daily=key.token_budget_daily, token_budget_monthly=key.token_budget_monthly,
     )  # fmt: skip
 
 

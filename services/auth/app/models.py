@@ -35,6 +35,10 @@ class ApiKey(Base):
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     prefix: Mapped[str] = mapped_column(String(16))
     rate_limit_rpm: Mapped[int | None] = mapped_column(Integer)
+    # Token quotas, enforced at the gateway (its tokenlimit.py); None = not limited.
+    rate_limit_tpm: Mapped[int | None] = mapped_column(BigInteger)
+    token_budget_daily: Mapped[int | None] = mapped_column(BigInteger)
+    token_budget_monthly: Mapped[int | None] = mapped_column(BigInteger)
     # The key made from NEXUS_ADMIN_API_KEY; replaced when that variable changes.
     bootstrap: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[int] = mapped_column(BigInteger)

@@ -32,6 +32,7 @@ log = get_logger("nexus.auth")
 PUBLIC = endpoint_flags(public=True)
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 IdParam = Annotated[str, Path(alias="id")]
+TOKEN_LIMITS = {"rate_limit_tpm", "token_budget_daily", "token_budget_monthly"}
 UserFilter = Annotated[str | None, Query(max_length=40, pattern=schemas.ID_PATTERN)]
 
 
@@ -105,6 +106,7 @@ async def create_api_key(
         key = await store.add_api_key(
             session, user_id=owner, name=body.name, key_hash=state.digester.digest(secret),
             prefix=display_prefix(secret), rate_limit_rpm=body.rate_limit_rpm,
+            limits=body.model_dump(include=TOKEN_LIMITS),
         )  # fmt: skip
     log.info("api key created", key_id=key.id, owner=owner, by=principal.user_id)
     response.headers.update(NO_STORE)
@@ -136,6 +138,24 @@ async def list_api_keys(
     async with state.db.session() as session:
         keys = await store.list_keys(session, owner)
     return schemas.ApiKeyList(data=[schemas.ApiKey.model_validate(k) for k in keys])
+
+
+@router.patch(
+    "/v1/api-keys/{id}", operation_id="auth.api_keys.update", summary="Change a key's limits"
+)
+async def update_api_key(
+    key_id: IdParam, body: schemas.KeyLimits, state: StateDep, admin: AdminPrincipal
+) -> schemas.ApiKey:
+    """Admins only. Fields sent are set (``null`` clears a limit); fields left out stay."""
+    limits = body.model_dump(exclude_unset=True)
+    key = None
+    if ID_RE.match(key_id):
+        async with state.db.session() as session:
+            key = await store.update_key_limits(session, key_id, limits)
+    if key is None:
+        raise NotFoundError(f"No active API key with id '{key_id}'.", param="id")
+    log.info("api key limits changed", key_id=key_id, by=admin.user_id, fields=sorted(limits))
+    return schemas.ApiKey.model_validate(key)
 
 
 @router.delete(
@@ -170,7 +190,8 @@ async def introspect(
         active=True, subject=who.user_id, username=who.username,
         role=who.role,  # type: ignore[arg-type]
         token_type=who.token_type, key_id=who.key_id, rate_limit_rpm=who.rate_limit_rpm,
-        exp=who.expires_at,
+        rate_limit_tpm=who.rate_limit_tpm, token_budget_daily=who.token_budget_daily,
+        token_budget_monthly=who.token_budget_monthly, exp=who.expires_at,
     )  # fmt: skip
 
 

@@ -63,9 +63,20 @@ class Me(User):
     key_id: str | None
 
 
-class CreateApiKeyRequest(_Request):
-    name: str = Field(min_length=1, max_length=128)
+_TOKENS = 10**15  # a bound that fits a BIGINT with room to count past it
+
+
+class KeyLimits(_Request):
+    """Per-key limits: requests and tokens per minute, token budgets per UTC day and month."""
+
     rate_limit_rpm: int | None = Field(None, ge=1, le=1_000_000)
+    rate_limit_tpm: int | None = Field(None, ge=1, le=_TOKENS)
+    token_budget_daily: int | None = Field(None, ge=1, le=_TOKENS)
+    token_budget_monthly: int | None = Field(None, ge=1, le=_TOKENS)
+
+
+class CreateApiKeyRequest(KeyLimits):
+    name: str = Field(min_length=1, max_length=128)
     user_id: str | None = Field(
         None, max_length=40, pattern=ID_PATTERN, description="Owner (admins only); default: you."
     )
@@ -80,6 +91,9 @@ class ApiKey(BaseModel):
     prefix: str
     user_id: str
     rate_limit_rpm: int | None
+    rate_limit_tpm: int | None = None
+    token_budget_daily: int | None = None
+    token_budget_monthly: int | None = None
     created_at: int
 
 
@@ -112,6 +126,9 @@ class Introspection(BaseModel):
     token_type: Literal["api_key", "access_token"] | None = None
     key_id: str | None = None
     rate_limit_rpm: int | None = None
+    rate_limit_tpm: int | None = None
+    token_budget_daily: int | None = None
+    token_budget_monthly: int | None = None
     exp: int | None = None
 
 

@@ -64,6 +64,7 @@ async def add_api_key(
     prefix: str,
     rate_limit_rpm: int | None,
     bootstrap: bool = False,
+    limits: dict[str, int | None] | None = None,
 ) -> ApiKey:
     key = ApiKey(
         id=new_id("key"),
@@ -74,6 +75,7 @@ async def add_api_key(
         rate_limit_rpm=rate_limit_rpm,
         bootstrap=bootstrap,
         created_at=now(),
+        **(limits or {}),
     )
     session.add(key)
     await session.commit()
@@ -101,6 +103,23 @@ async def list_keys(session: AsyncSession, user_id: str | None) -> Sequence[ApiK
     if user_id is not None:
         query = query.where(ApiKey.user_id == user_id)
     return (await session.scalars(query.order_by(ApiKey.created_at, ApiKey.id))).all()
+
+
+async def update_key_limits(
+    session: AsyncSession, key_id: str, limits: dict[str, int | None]
+) -> ApiKey | None:
+    """Set the given limit fields (None clears one) of an active key; None when there is none."""
+    key = (
+        await session.scalars(
+            select(ApiKey).where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None))
+        )
+    ).first()
+    if key is None:
+        return None
+    for name, value in limits.items():
+        setattr(key, name, value)
+    await session.commit()
+    return key
 
 
 async def revoke_key(session: AsyncSession, key_id: str, owner_id: str | None) -> bool:

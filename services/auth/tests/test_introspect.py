@@ -24,6 +24,7 @@ from .helpers import (
 INACTIVE = {
     "active": False, "subject": None, "username": None, "role": None, "token_type": None,
     "key_id": None, "rate_limit_rpm": None, "exp": None,
+    "rate_limit_tpm": None, "token_budget_daily": None, "token_budget_monthly": None,
 }  # fmt: skip
 
 
@@ -42,6 +43,7 @@ async def test_api_key_is_active_with_its_limit(client: httpx.AsyncClient) -> No
     assert await _introspect(client, key["key"]) == {
         "active": True, "subject": user["id"], "username": "quinn", "role": "user",
         "token_type": "api_key", "key_id": key["id"], "rate_limit_rpm": 3, "exp": None,
+        "rate_limit_tpm": None, "token_budget_daily": None, "token_budget_monthly": None,
     }  # fmt: skip
 
 
