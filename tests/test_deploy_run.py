@@ -93,9 +93,11 @@ def localize(
 
 
 def command_here(cmd: list[str], port: int) -> list[str]:
-    """The image's CMD for this machine: the venv's uvicorn, loopback, a free port."""
-    assert cmd[0] == "uvicorn", cmd
-    args = [sys.executable, "-m", "uvicorn", *cmd[1:]]
+    """The image's CMD for this machine: the venv's uvicorn (or Python, for the gateway's
+    ``python -m app.workers``), loopback, a free port."""
+    assert cmd[0] in ("uvicorn", "python"), cmd
+    head = [sys.executable, "-m", "uvicorn"] if cmd[0] == "uvicorn" else [sys.executable]
+    args = [*head, *cmd[1:]]
     args[args.index("--host") + 1] = "127.0.0.1"
     args[args.index("--port") + 1] = str(port)
     return args

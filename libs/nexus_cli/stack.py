@@ -241,6 +241,8 @@ class Stack:
             return run
         argv = [self._python(), "-m", "uvicorn", "app.main:app",
                 "--host", "127.0.0.1", "--port", str(spec.port)]  # fmt: skip
+        if (spec.directory / "app" / "workers.py").is_file():  # N processes, one port (gateway)
+            argv[2:4] = ["app.workers"]
         try:
             run.child = await Child.spawn(spec.key, argv, out=self.out, cwd=spec.directory, env=env)
         except OSError as exc:
@@ -305,6 +307,8 @@ class Stack:
         gateway = next((run for run in self.runs if run.spec.key == "gateway"), None)
         if gateway is not None:
             self.out.write(f"  OpenAI base URL  {gateway.spec.url}/v1")
+            if any(run.spec.key == "console" for run in self.runs):  # served through the gateway
+                self.out.write(f"  Console          {gateway.spec.url}/console")
         # The operator's own key (NEXUS_ADMIN_API_KEY) is never printed, only where it is.
         shown = secrets.admin_key if secrets.admin_key_generated else "(yours, not shown)"
         self.out.write(f"  Dev API key      {shown}  (admin; {secrets.admin_key_source})")

@@ -68,7 +68,11 @@ class SharedTable:
 
     def __init__(self, path: Path) -> None:
         self.fd = os.open(path, os.O_RDWR)
-        self.map = mmap.mmap(self.fd, 0)
+        try:
+            self.map = mmap.mmap(self.fd, 0)
+        except (OSError, ValueError):
+            os.close(self.fd)
+            raise ValueError(f"{path} is not a Nexus limit table") from None
         magic, self.slots = HEADER.unpack_from(self.map, 0)
         if magic != MAGIC or len(self.map) < HEADER.size + self.slots * RECORD.size:
             self.close()

@@ -2,7 +2,8 @@
 
     cd services/gateway && python -m app.workers [--host 0.0.0.0] [--port 8800] [--workers N]
 
-``GATEWAY_WORKERS`` (0, the default: one per CPU this process may use, ``sched_getaffinity``)
+``GATEWAY_WORKERS`` (0, the default: one per CPU this process may use: its affinity, capped
+by a cgroup CPU quota)
 workers, each a whole gateway (``app.main:app`` on uvicorn, asyncio's loop as in the image)
 with its own discovery watch, upstream pool, prober and auth cache. The supervisor:
 
@@ -32,6 +33,7 @@ import argparse
 import asyncio
 import contextlib
 import ctypes
+import math
 import os
 import shutil
 import signal
@@ -54,11 +56,20 @@ SERVICE_DIR = Path(__file__).resolve().parents[1]
 STOP_MARGIN_S = 15.0  # beyond SHUTDOWN_GRACE_S: a pre-stop readiness window, lifespan shutdown
 YOUNG_S = 10.0  # a worker that dies younger than this is restarted with growing backoff
 PR_SET_PDEATHSIG = 1
+CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
 
 
-def worker_count(setting: int) -> int:
-    """``GATEWAY_WORKERS``, or the CPUs this process may run on (cgroup cpusets included)."""
-    return setting if setting > 0 else len(os.sched_getaffinity(0))
+def worker_count(setting: int, cpu_max: Path = CPU_MAX) -> int:
+    """``GATEWAY_WORKERS``, or the CPUs this process may use: its affinity (cpusets, taskset),
+    capped by a cgroup v2 CPU quota (``docker --cpus``, a Kubernetes CPU limit), rounded up."""
+    if setting > 0:
+        return setting
+    cpus = len(os.sched_getaffinity(0))
+    with contextlib.suppress(OSError, ValueError):
+        quota, period = cpu_max.read_text().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))
+    return cpus
 
 
 def listen_sockets(host: str, port: int, count: int, backlog: int) -> list[socket.socket]:
