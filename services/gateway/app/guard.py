@@ -25,10 +25,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from nexus_kit import NexusError
 
+from .docs_routes import PUBLIC_PATHS as DOCS_PATHS
 from .exchange import Exchange
 
 # The gateway's own endpoints that never need a bearer (DESIGN "Auth").
-OPEN_PATHS = frozenset({"/health", "/readyz", "/v1/metadata"})
+# DOCS_PATHS: /openapi.json, /docs and Swagger UI's assets (docs_routes.py).
+OPEN_PATHS = frozenset({"/health", "/readyz", "/v1/metadata"}) | DOCS_PATHS
 
 
 IDENTITY_HEADERS = (b"x-nexus-subject", b"x-nexus-role")

@@ -21,6 +21,7 @@ from nexus_kit import Capabilities, Check, ModelInfo, create_app
 from nexus_kit.run import serve
 
 from .dispatch import ProxyFirst
+from .docs_routes import install_docs
 from .etcd import AetcdSource, EtcdSource
 from .guard import Guard, GuardMiddleware
 from .routes import ready_models, router
@@ -60,6 +61,7 @@ def build_app(
     )
     app.state.gateway = state
     state.bind_metrics(app.state.kit.metrics.registry)
+    install_docs(app, state)  # GET /openapi.json of everything routed, GET /docs (docs_routes.py)
     _install_proxy_and_edges(app, state, settings, guard)
     return app
 
