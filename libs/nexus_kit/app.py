@@ -91,7 +91,7 @@ def create_app(
     metrics = HttpMetrics()
     registrar = Registrar(settings)
     in_flight = InFlight()
-    drainer = Drainer(registrar, in_flight, settings.shutdown_grace_s)
+    drainer = Drainer(registrar, in_flight, settings.shutdown_grace_s, settings.prestop_delay_s)
     endpoints = endpoints_of(routers)
     caps = capabilities or Capabilities(streaming=any(e.streaming for e in endpoints))
 

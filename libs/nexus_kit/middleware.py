@@ -37,6 +37,7 @@ class InFlight:
         self.tasks: set[asyncio.Task[Any]] = set()
         self.idle = asyncio.Event()
         self.idle.set()
+        self.cutting = False  # the drain's grace is over: cancellations are the drain's
 
     def enter(self) -> None:
         task = asyncio.current_task()
@@ -51,6 +52,7 @@ class InFlight:
             self.idle.set()
 
     def cancel_all(self) -> int:
+        self.cutting = True
         for task in self.tasks:
             task.cancel()
         return len(self.tasks)
@@ -105,6 +107,10 @@ class RequestContextMiddleware:
         self.metrics.in_flight.inc()
         try:
             await self.app(scope, receive, send_wrapper)
+        except asyncio.CancelledError:
+            if not self.in_flight.cutting:
+                raise
+            status = await _cut_at_shutdown(scope, send, started, id_header)
         except Exception:
             status = 500
             log.exception("unhandled error", method=scope["method"], path=scope["path"])
@@ -125,6 +131,28 @@ class RequestContextMiddleware:
             if server_span is not None:
                 server_span.end(method, route, status, request_id)
             structlog.contextvars.unbind_contextvars("request_id", "trace_id")
+
+
+async def _cut_at_shutdown(
+    scope: Scope, send: Send, started: bool, id_header: tuple[bytes, bytes]
+) -> int:
+    """The drain's grace ended with this request running: one log line, not a traceback."""
+    task = asyncio.current_task()
+    if task is not None:
+        task.uncancel()
+    log.warning("request cut: shutdown grace over", method=scope["method"], path=scope["path"])
+    if started:  # the status is gone; the connection closes with the body short
+        return 499
+    body = orjson.dumps(error_envelope(
+        "The service is shutting down; retry the request.", "service_unavailable",
+        "service_unavailable"))  # fmt: skip
+    headers = [(b"content-type", b"application/json"), (b"retry-after", b"1"), id_header]
+    try:
+        await send({"type": "http.response.start", "status": 503, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+    except Exception:  # the connection went with the shutdown
+        return 499
+    return 503
 
 
 async def _send_500(send: Send, id_header: tuple[bytes, bytes], request_id: str) -> None:

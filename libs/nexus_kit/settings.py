@@ -39,6 +39,9 @@ class ServiceSettings(BaseSettings):
     nexus_etcd_prefix: str = "/nexus/services/"
     etcd_lease_ttl_s: int = Field(15, ge=2, le=3600)
     shutdown_grace_s: float = Field(10.0, ge=0, le=600)
+    # Pre-stop window (drain.py): on SIGTERM readiness answers 503 this long while the service
+    # still accepts and serves, so probes and load balancers see it before the listener closes.
+    prestop_delay_s: float = Field(3.0, ge=0, le=300)
     log_level: str = "INFO"
 
     @field_validator("log_level")

@@ -26,6 +26,7 @@ class ServiceProcess:
             **os.environ,
             "SERVICE_PORT": str(self.port),
             "PYTHONUNBUFFERED": "1",
+            "PRESTOP_DELAY_S": "0",  # tests stop at once unless they ask for the window
             **(env or {}),
         }
         self.args = args

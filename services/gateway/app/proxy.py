@@ -48,6 +48,7 @@ from nexus_kit import (
     current_request_id,
     get_logger,
 )
+from nexus_kit.drain import drain_cut
 from nexus_kit.errors import ModelNotFoundError
 from nexus_kit.tracing import TRACING
 
@@ -177,7 +178,14 @@ class Proxy:
                     code="upstream_timeout",
                 ) from None
             if not ex.client_gone:
-                raise
+                if not drain_cut(scope):
+                    raise
+                task.uncancel()  # the drain's grace is over: end it in-band, one line each
+                log.warning("request ended: shutdown grace over", path=route.path,
+                            streaming=ex.started)  # fmt: skip
+                raise ServiceUnavailableError(
+                    "The gateway is shutting down; retry the request.", retry_after=1
+                ) from None
             task.uncancel()
             self._gone(ex, route)
         finally:
