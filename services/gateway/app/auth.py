@@ -64,6 +64,8 @@ class Authenticator:
         jwt_issuer: str = "nexus-auth",
         jwt_audience: str = "nexus",
         timeout_s: float = 3.0,
+        stale_if_error_s: float = 0.0,
+        on_stale: Callable[[], None] = lambda: None,
     ) -> None:
         self.client = client
         self.locate_auth = locate_auth
@@ -73,6 +75,13 @@ class Authenticator:
         self.jwt_audience = jwt_audience
         self._positive: TTLCache[str, Identity] = TTLCache(maxsize=100_000, ttl=cache_ttl_s)
         self._negative: TTLCache[str, bool] = TTLCache(maxsize=100_000, ttl=negative_ttl_s)
+        # Stale-if-error: keys auth called active within this window, used only while auth is
+        # unreachable (never after it said inactive). The price: a key revoked during an outage
+        # keeps working until the window ends (docs: gateway README, "Auth outage").
+        self._stale: TTLCache[str, Identity] | None = (
+            TTLCache(maxsize=100_000, ttl=stale_if_error_s) if stale_if_error_s > 0 else None
+        )
+        self._on_stale = on_stale
         self._jwks: dict[str, jwt.PyJWK] = {}
         self._jwks_fetched_at = 0.0
         self._jwks_lock = asyncio.Lock()
@@ -113,7 +122,7 @@ class Authenticator:
     async def _introspect(self, token: str, digest: str) -> Identity:
         base = self.locate_auth()
         if base is None:
-            raise _auth_down()
+            return self._stale_or(digest, _auth_down())
         headers = {"Authorization": f"Bearer {self.internal_token}"} if self.internal_token else {}
         try:
             resp = await self.client().post(
@@ -122,13 +131,15 @@ class Authenticator:
             )  # fmt: skip
         except httpx.HTTPError as exc:
             log.warning("introspection failed", error=type(exc).__name__)
-            raise _auth_down() from None
+            return self._stale_or(digest, _auth_down())
         if resp.status_code != 200:
             log.warning("introspection refused", status=resp.status_code)
-            raise _auth_down("The auth service could not check the key.")
+            return self._stale_or(digest, _auth_down("The auth service could not check the key."))
         body: dict[str, Any] = resp.json()
         if not body.get("active"):
             self._negative[digest] = True
+            if self._stale is not None:
+                self._stale.pop(digest, None)  # revoked stays revoked, outage or not
             raise AuthenticationError("Invalid API key.")
         identity = Identity(
             subject=str(body.get("subject")),
@@ -138,6 +149,19 @@ class Authenticator:
             method="api_key",
         )
         self._positive[digest] = identity
+        if self._stale is not None:
+            self._stale[digest] = identity
+        return identity
+
+    def _stale_or(self, digest: str, error: ServiceUnavailableError) -> Identity:
+        """Auth is unreachable: a key it called active within the stale window still works
+        (cached like a fresh answer, so the dead auth is not asked per request)."""
+        identity = self._stale.get(digest) if self._stale is not None else None
+        if identity is None:
+            raise error
+        self._positive[digest] = identity
+        self._on_stale()
+        log.info("auth unreachable; admitted from the stale-if-error window")
         return identity
 
     # --- JWTs -----------------------------------------------------------------------------

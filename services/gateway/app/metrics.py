@@ -73,6 +73,11 @@ class GatewayMetrics:
             ["event"],
             registry=registry,
         )
+        self.auth_stale = Counter(
+            "nexus_gateway_auth_stale_admissions_total",
+            "API-key requests admitted from the stale-if-error window while auth was unreachable.",
+            registry=registry,
+        )
         self._requests: dict[tuple[str, int], Counter] = {}
         self._latency: dict[str, Histogram] = {}
         self._upstream: dict[str, Histogram] = {}

@@ -82,6 +82,8 @@ class GatewaySettings(ServiceSettings):
     auth_service_name: str = Field("auth", pattern=r"^[a-z][a-z0-9-]{0,62}$")
     auth_cache_ttl_s: float = Field(10.0, gt=0, le=30)  # a revoked key works at most this long
     auth_negative_cache_ttl_s: float = Field(5.0, ge=0, le=30)
+    # While auth is unreachable, a key it called active within this window keeps working (0: off)
+    auth_stale_if_error_s: float = Field(300.0, ge=0, le=3600)
     auth_timeout_s: float = Field(3.0, gt=0, le=60)
     jwt_issuer: str = "nexus-auth"
     jwt_audience: str = "nexus"

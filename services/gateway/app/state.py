@@ -96,9 +96,13 @@ class GatewayState:
             lambda: self.control, self.auth_base_url, token,
             cache_ttl_s=s.auth_cache_ttl_s, negative_ttl_s=s.auth_negative_cache_ttl_s,
             jwt_issuer=s.jwt_issuer, jwt_audience=s.jwt_audience, timeout_s=s.auth_timeout_s,
+            stale_if_error_s=s.auth_stale_if_error_s, on_stale=self._stale_admission,
         )  # fmt: skip
         self.limiter = RateLimiter(s.rate_limit_storage_url, s.nexus_default_rate_limit_rpm)
         return AuthGuard(authenticator, self.limiter)
+
+    def _stale_admission(self) -> None:
+        self.metrics.auth_stale.inc()  # the metrics object is rebound after the guard is built
 
     def auth_base_url(self) -> str | None:
         """A ready instance of the auth service, from the current table (no etcd call)."""
