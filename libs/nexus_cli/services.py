@@ -20,7 +20,14 @@ from dotenv import dotenv_values  # the parser pydantic-settings uses, so we rea
 
 ENV_FILES = (".env", ".env.example")  # highest precedence first
 # DESIGN.md's port table: the last resort for a known component whose env files lack a port.
-DESIGN_PORTS = {"gateway": 8800, "auth": 8810, "images": 7860, "tts": 9940, "template": 9000}
+DESIGN_PORTS = {
+    "gateway": 8800,
+    "auth": 8810,
+    "images": 7860,
+    "tts": 9940,
+    "template": 9000,
+    "console": 8830,
+}
 
 
 @dataclass(frozen=True)
