@@ -60,6 +60,7 @@ from .paths import upstream_target
 from .peek import NOTHING, Peek, peek
 from .routing import Route, Target, candidates
 from .upstreams import UpstreamState
+from .usage import METER_KEY, begin_usage
 
 if TYPE_CHECKING:
     from .state import GatewayState
@@ -153,6 +154,8 @@ class Proxy:
         finally:
             self.in_flight -= 1
             self.state.metrics.observe(label, ex.status, time.perf_counter() - started)
+            if (meter := scope.get(METER_KEY)) is not None:  # the usage record (usagesink.py)
+                self.state.usage.metering.end(meter, ex.status, ex.client_gone)
 
     async def _guarded(self, scope: Scope, receive: Receive, ex: Exchange, route: Route) -> None:
         """Handle the request; a client disconnect cancels it (and with it the upstream call)."""
@@ -164,6 +167,7 @@ class Proxy:
             body = Body(receive, await self._read_body(receive, head))
             info = self._peek(body, head)
             targets = candidates(route, info.model)
+            begin_usage(self.state.usage.metering, scope, route, info, body, False)
             watch = Watch(receive, body.done, ex, task, self._total_s)
             # spans.py: the upstream call's span and traceparent; off, a shared no-op context.
             with spans.proxied(route, info.model, head, ex) if TRACING.enabled else spans.OFF:
@@ -248,6 +252,8 @@ class Proxy:
             opened = await with_keepalive(ex, interval, opening, self._abandon)
         else:
             opened = await opening
+        if (meter := scope.get(METER_KEY)) is not None:  # usage.py reads usage on the way out
+            meter.tap_response(opened.response, opened.target)
         await self._relay(ex, opened, info, keepalive)
 
     async def _open(

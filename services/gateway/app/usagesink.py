@@ -348,7 +348,7 @@ class UsageRuntime:
         self.delivery = Delivery(
             self.ingest_url, client, token, lambda: self.metrics, spool,
             batch_size=s.usage_batch_size, interval_s=s.usage_flush_interval_s,
-            buffer_max=s.usage_buffer_max,
+            buffer_max=s.usage_buffer_max, max_backoff_s=s.usage_retry_max_s,
         )  # fmt: skip
         self.tokens: TokenLimiter | None = None
         self.accounting = Accounting(self.delivery, lambda: self.metrics, self._charge)
