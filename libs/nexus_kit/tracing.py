@@ -178,6 +178,19 @@ def span(
         yield current
 
 
+def start_span(name: str, attributes: Mapping[str, Any] | None = None) -> Span | None:
+    """A child of the current span that the caller ends (e.g. across a streamed body);
+    ``None`` when tracing is off, so the caller does no span work at all."""
+    if not TRACING.enabled:
+        return None
+    return TRACING.tracer.start_span(name, attributes=attributes)
+
+
+def current_span() -> Span:
+    """The current span (a non-recording one when tracing is off or outside a request)."""
+    return trace.get_current_span()
+
+
 def inject(headers: MutableMapping[str, str]) -> MutableMapping[str, str]:
     """Add the current span's ``traceparent``/``tracestate`` to outgoing headers (when on)."""
     if TRACING.enabled:

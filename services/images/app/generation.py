@@ -10,6 +10,7 @@ import asyncio
 import time
 
 from nexus_kit import NexusError, current_request_id, get_logger
+from nexus_kit.tracing import current_span
 
 from .backends import GenerationJob, ImageBackend
 from .errors import GenerationFailedError, QueueFullError
@@ -53,7 +54,9 @@ class Generator:
             self.metrics.generations.labels(name, "error").inc()
             log.exception("image generation crashed", backend=name)
             raise GenerationFailedError(current_request_id()) from None
-        self.metrics.duration.labels(name).observe(time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        self.metrics.duration.labels(name).observe(elapsed)
+        current_span().set_attribute("nexus.images.generation_s", elapsed)  # without the queue
         self.metrics.generations.labels(name, "ok").inc()
         self.metrics.images.labels(name).inc(len(images))
         return images

@@ -10,6 +10,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Response
 
 from nexus_kit import ModelNotFoundError, endpoint_flags
+from nexus_kit.tracing import span
 
 from .backends import GenerationJob
 from .errors import ImageFileNotFoundError
@@ -35,7 +36,11 @@ async def create_images(body: ImageGenerationRequest, state: State) -> ImagesRes
         prompt=body.prompt, width=width, height=height, n=body.n or 1,
         quality=body.quality, style=body.style,
     )  # fmt: skip
-    images = await state.generator.generate(job)
+    backend = state.generator.backend.name
+    attributes = {"nexus.images.backend": backend, "nexus.images.n": job.n,
+                  "nexus.images.size": f"{width}x{height}"}  # fmt: skip
+    with span("images.generate", attributes=attributes):  # queue wait + generation
+        images = await state.generator.generate(job)
     as_url = (body.response_format or "url") == "url"  # OpenAI's default is url
     data = [await _url_item(state, png) if as_url else _b64_item(png) for png in images]
     return ImagesResponse(created=int(time.time()), data=data)

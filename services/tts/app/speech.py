@@ -13,7 +13,10 @@ import math
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 
+from opentelemetry.trace import StatusCode
+
 from nexus_kit import NexusError, RateLimitError, current_request_id, get_logger
+from nexus_kit.tracing import start_span
 
 from .audio import from_pcm16, seconds_of, to_pcm16
 from .backends import BackendBusyError, SpeechJob, TTSBackend
@@ -41,6 +44,9 @@ class Synthesis:
         self._source: AsyncGenerator[bytes, None] = _as_generator(backend.synthesize(job))
         self._first = b""
         self._started = time.perf_counter()
+        # Tracing on: one span from the request to the last sample (ended in _finish).
+        attributes = {"nexus.tts.backend": backend.name, "nexus.tts.format": response_format}
+        self._span = start_span("tts.synthesize", attributes)
 
     async def start(self) -> None:
         try:
@@ -56,6 +62,9 @@ class Synthesis:
                 f"(request id {current_request_id()})."
             ) from None
         self.metrics.first_audio.labels(self.backend.name).observe(self._elapsed())
+        if self._span is not None:
+            first_s = self._elapsed()
+            self._span.add_event("first_audio", {"nexus.tts.time_to_first_audio_s": first_s})
 
     async def pcm(self) -> AsyncIterator[bytes]:
         """The PCM of the whole job (speed applied), with its outcome recorded."""
@@ -94,6 +103,14 @@ class Synthesis:
             self.metrics.duration.labels(name).observe(self._elapsed())
             self.metrics.audio_seconds.labels(name).inc(seconds_of(self.pcm_bytes))
             self.metrics.input_chars.labels(name).inc(len(self.job.text))
+        if self._span is not None:
+            self._span.set_attributes({"nexus.tts.outcome": outcome,
+                                       "nexus.tts.audio_s": seconds_of(self.pcm_bytes),
+                                       "nexus.tts.input_chars": len(self.job.text)})  # fmt: skip
+            if outcome == "error":
+                self._span.set_status(StatusCode.ERROR)
+            self._span.end()
+            self._span = None
 
     def _elapsed(self) -> float:
         return time.perf_counter() - self._started
