@@ -99,5 +99,10 @@ class Registration(_Model):
     base_url: str
     metadata_url: str | None = None
     version: str | None = None
-    kind: Literal["nexus", "ollama"] = "nexus"
+    kind: Literal["nexus", "ollama", "openai"] = "nexus"
     draining: bool = False
+    # kind "openai" only: the gateway env var holding the upstream's key (never the key itself;
+    # must start with NEXUS_UPSTREAM_KEY_), and the paths it serves instead of the default set
+    # (``"/v1/rerank"`` is a POST; ``"GET /v1/x"`` names the method).
+    api_key_env: str | None = Field(None, pattern=r"^NEXUS_UPSTREAM_KEY_[A-Z0-9_]+$")
+    paths: list[str] | None = Field(None, max_length=100)

@@ -120,6 +120,9 @@ class RequestContextMiddleware:
             self.in_flight.leave()
             self.metrics.in_flight.dec()
             elapsed = time.perf_counter() - start
+            # A streamed response whose 200 went out but that ended with an error event
+            # records the error's status (set by the app, e.g. the gateway's total timeout).
+            status = scope["state"].get("outcome_status", status)
             route = getattr(scope.get("route"), "path", None) or "<unmatched>"
             method, path = scope["method"], scope["path"]
             self.metrics.observe(method, route, status, elapsed)

@@ -27,9 +27,9 @@ from nexus_kit import (
     get_logger,
 )
 
+from .credentials import credential_header, is_alias_admin
 from .guard import Access, Decision, Identity
 from .ratelimit import RateLimiter
-from .tokenlimit import TokenLimiter, TokenQuota
 
 log = get_logger("nexus.gateway.auth")
 JWKS_PATH = "/.well-known/jwks.json"
@@ -147,9 +147,6 @@ class Authenticator:
             role=str(body.get("role") or "user"),
             key_id=body.get("key_id"),
             rate_limit_rpm=body.get("rate_limit_rpm"),
-            rate_limit_tpm=body.get("rate_limit_tpm"),
-            token_budget_daily=body.get("token_budget_daily"),
-            token_budget_monthly=body.get("token_budget_monthly"),
             method="api_key",
         )
         self._positive[digest] = identity
@@ -228,25 +225,20 @@ class AuthGuard:
         authenticator: Authenticator,
         limiter: RateLimiter,
         admin_paths: frozenset[str] = ADMIN_PATHS,
-        tokens: TokenLimiter | None = None,
     ) -> None:
         self.authenticator = authenticator
         self.limiter = limiter
         self.admin_paths = admin_paths
-        self.tokens = tokens
 
     async def __call__(self, access: Access) -> Decision:
         if access.public:
             return Decision()
-        identity = await self.authenticator.authenticate(_header(access, b"authorization"))
-        if access.path in self.admin_paths and not identity.is_admin:
+        identity = await self.authenticator.authenticate(credential_header(access.headers))
+        admin_only = access.path in self.admin_paths or is_alias_admin(access.path)
+        if admin_only and not identity.is_admin:
             raise PermissionDeniedError(f"{access.path} is for administrators only.")
         quota = await self.limiter.hit(identity.limit_key, identity.rate_limit_rpm)
-        headers = quota.headers() if quota else []
-        tokens = TokenQuota.of(identity) if self.tokens is not None else None
-        if tokens is not None and self.tokens is not None:  # token quotas (tokenlimit.py)
-            headers = [*headers, *await self.tokens.admit(identity.limit_key, tokens)]
-        return Decision(identity=identity, headers=headers)
+        return Decision(identity=identity, headers=quota.headers() if quota else ())
 
 
 def _header(access: Access, name: bytes) -> bytes | None:

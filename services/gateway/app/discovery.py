@@ -32,14 +32,15 @@ from pydantic import ValidationError
 from nexus_kit import ServiceMetadata, get_logger
 from nexus_kit.metadata import Registration
 
-from . import ollama
+from . import openai_upstream
 from .etcd import Change, Compacted, EtcdSource, KeyValue
 from .grace import LeaseGrace, Probe
+from .kinds import synthesized
 from .settings import GatewaySettings
 
 log = get_logger("nexus.gateway.discovery")
 
-Kind = Literal["nexus", "ollama"]
+Kind = Literal["nexus", "ollama", "openai"]
 Source = Literal["etcd", "env"]
 FIRST_RETRY_S = 0.1  # a service may put its key a moment before its socket listens
 HEARTBEAT_MISSES = 3  # unanswered heartbeat reads before the watch is reopened
@@ -64,6 +65,8 @@ class Instance:
     error: str | None = None
     seen_at: float = 0.0  # wall clock of the last etcd event or metadata answer
     expired_at: float | None = None  # wall clock its lease expired; kept under grace.py's rules
+    credential_env: str | None = None  # kind openai: the env var holding the upstream key
+    paths: tuple[str, ...] | None = None  # kind openai: the endpoints (None: the default set)
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,8 +313,9 @@ class Discovery:
     # metadata
 
     def _upsert(self, entry: Instance, *, refetch: bool = True) -> None:
-        if entry.metadata is None and entry.kind == "ollama":
-            entry = replace(entry, metadata=ollama.placeholder(entry))
+        kind = synthesized(entry.kind)
+        if entry.metadata is None and kind is not None:
+            entry = replace(entry, metadata=kind.placeholder(entry))
         self._grace.cancel(entry.key)  # a put (re-registration) ends any lease grace
         self._entries[entry.key] = entry
         if refetch:
@@ -384,11 +388,11 @@ class Discovery:
         self._on_change(self.snapshot())
 
     async def _refresh_loop(self) -> None:
-        """Ollama's model list changes with ``ollama pull``: re-read it periodically."""
+        """Synthesized model lists (``ollama pull``, a vLLM restart) change: re-read them."""
         while True:
             await asyncio.sleep(self.settings.ollama_refresh_s)
             for key, entry in list(self._entries.items()):
-                if entry.kind == "ollama":
+                if entry.kind != "nexus":
                     self.refresh(key)
 
 
@@ -408,6 +412,8 @@ def parse_registration(prefix: str, kv: KeyValue) -> Instance | None:
     name = parts[0]
     instance_id = parts[1] if len(parts) == 2 else (reg.instance_id or name)
     base_url = reg.base_url.rstrip("/")
+    if reg.kind == "openai":
+        base_url = openai_upstream.root_url(base_url)
     return Instance(
         key=kv.key,
         service=name,
@@ -420,6 +426,8 @@ def parse_registration(prefix: str, kv: KeyValue) -> Instance | None:
         revision=kv.mod_revision,
         draining=reg.draining,
         seen_at=time.time(),
+        credential_env=reg.api_key_env if reg.kind == "openai" else None,
+        paths=tuple(reg.paths) if reg.kind == "openai" and reg.paths is not None else None,
     )
 
 
@@ -435,16 +443,19 @@ def static_instances(settings: GatewaySettings) -> list[Instance]:
                     instance_id=f"{name}-env-{n}",
                     base_url=url,
                     metadata_url=f"{url}/v1/metadata",
-                    kind="ollama" if kind == "ollama" else "nexus",
+                    kind=kind,
                     source="env",
                     seen_at=time.time(),
+                    credential_env=openai_upstream.key_env_for(name) if kind == "openai" else None,
                 )
             )
     return found
 
 
 def _same_upstream(a: Instance, b: Instance) -> bool:
-    return (a.base_url, a.metadata_url, a.kind) == (b.base_url, b.metadata_url, b.kind)
+    return (a.base_url, a.metadata_url, a.kind, a.credential_env, a.paths) == (
+        b.base_url, b.metadata_url, b.kind, b.credential_env, b.paths
+    )
 
 
 def describe_error(exc: BaseException) -> str:
@@ -457,9 +468,10 @@ def describe_error(exc: BaseException) -> str:
 
 
 async def fetch_metadata(http: httpx.AsyncClient, instance: Instance) -> ServiceMetadata:
-    """The instance's discovery document (synthesized for Ollama)."""
-    if instance.kind == "ollama":
-        return await ollama.fetch_metadata(http, instance)
+    """The instance's discovery document (synthesized for Ollama and OpenAI-compatible servers)."""
+    kind = synthesized(instance.kind)
+    if kind is not None:
+        return await kind.fetch_metadata(http, instance)
     resp = await http.get(instance.metadata_url)
     resp.raise_for_status()
     return ServiceMetadata.model_validate_json(resp.content)

@@ -18,6 +18,8 @@ from starlette.types import Send
 
 from nexus_kit import NexusError, UpstreamError
 
+from .dialects import envelope, error_event
+
 # RFC 9110 §7.6.1, plus the non-standard ones proxies still see.
 HOP_BY_HOP = frozenset(
     {
@@ -125,13 +127,20 @@ def _drop_listed(headers: list[tuple[bytes, bytes]], listed: bytes) -> list[tupl
 
 
 class Exchange:
-    """``send`` with memory: status sent, response finished, SSE started by us, client gone."""
+    """``send`` with memory: status sent, response finished, SSE committed, client gone.
 
-    __slots__ = ("_send", "client_gone", "finished", "sse", "started", "status")
+    ``sse``: the status line went out as ``200 text/event-stream`` (our keep-alive comment or
+    the upstream's own stream), so a later error can only be an SSE error event. ``outcome``:
+    the status such an error stands for (what the access log and metrics record)."""
 
-    def __init__(self, send: Send) -> None:
+    __slots__ = ("_send", "anthropic", "client_gone", "finished", "outcome", "sse", "started",
+                 "status")  # fmt: skip
+
+    def __init__(self, send: Send, anthropic: bool = False) -> None:
         self._send = send
+        self.anthropic = anthropic  # errors in Anthropic's shape (dialects.py)
         self.status = 500  # what the metrics say if nothing was ever sent
+        self.outcome: int | None = None
         self.started = False
         self.finished = False
         self.sse = False
@@ -161,7 +170,7 @@ class Exchange:
         if self.finished or self.client_gone:
             return
         if not self.started:
-            body = orjson.dumps(error.envelope())
+            body = orjson.dumps(envelope(error, self.anthropic))
             headers = [(b"content-type", b"application/json"),
                        (b"content-length", str(len(body)).encode())]  # fmt: skip
             headers += [(k.lower().encode(), v.encode()) for k, v in error.headers.items()]
@@ -169,8 +178,17 @@ class Exchange:
             self.finished = True
             await self._send({"type": "http.response.body", "body": body})
         elif self.sse:
-            await self.body(b"data: " + orjson.dumps(error.envelope()) + b"\n\n")
-            await self.end()
+            await self.end_with_error(error)
+
+    async def end_with_error(self, error: NexusError) -> None:
+        """End a committed SSE stream: one error event in the request's dialect, then a clean
+        end of the body (no cut connection). The reusable piece for any stream the gateway
+        must stop (the total timeout, an upstream failure, shutdown)."""
+        if self.finished or self.client_gone:
+            return
+        self.outcome = error.status_code
+        await self.body(error_event(error, self.anthropic))
+        await self.end()
 
     async def relay_late(self, status: int, content: StreamReader) -> None:
         """The upstream answered after our keep-alives committed the status: relay in-band."""
@@ -182,9 +200,11 @@ class Exchange:
         raw = b""
         while len(raw) <= _LATE_ERROR_BYTES and (chunk := await content.readany()):
             raw += chunk
-        envelope = _error_envelope(raw)
-        if envelope is not None:  # the upstream's own OpenAI error, on one line
-            await self.body(b"data: " + orjson.dumps(envelope) + b"\n\n")
+        doc = _error_envelope(raw)
+        if doc is not None:  # the upstream's own error (OpenAI's or Anthropic's), on one line
+            self.outcome = status
+            event = b"event: error\n" if self.anthropic else b""
+            await self.body(event + b"data: " + orjson.dumps(doc) + b"\n\n")
             await self.end()
         else:
             await self.fail(UpstreamError(f"The upstream answered {status}."))

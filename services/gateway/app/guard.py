@@ -25,6 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from nexus_kit import NexusError
 
+from .dialects import is_anthropic
 from .docs_routes import PUBLIC_PATHS as DOCS_PATHS
 from .exchange import Exchange
 
@@ -43,10 +44,6 @@ class Identity:
     key_id: str | None = None
     rate_limit_rpm: int | None = None
     method: str = "api_key"  # api_key | jwt
-    # Token quotas of the key (tokenlimit.py); None = not limited.
-    rate_limit_tpm: int | None = None
-    token_budget_daily: int | None = None
-    token_budget_monthly: int | None = None
 
     @property
     def is_admin(self) -> bool:
@@ -101,7 +98,7 @@ class GuardMiddleware:
         try:
             decision = await self.guard(Access(method, path, public, headers))
         except NexusError as error:
-            await Exchange(send).fail(error)
+            await Exchange(send, is_anthropic(path)).fail(error)  # Anthropic's shape there
             return
         if decision.identity is not None:
             who = decision.identity

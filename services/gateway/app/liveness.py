@@ -31,13 +31,14 @@ WATCH_AFTER_S = 0.2
 class KeepAlive:
     __slots__ = ("_error", "_ex", "_handle", "_interval", "_loop", "_sending")
 
-    def __init__(self, ex: Exchange, interval_s: float) -> None:
+    def __init__(self, ex: Exchange, interval_s: float, first_s: float | None = None) -> None:
         self._ex = ex
         self._interval = interval_s
         self._loop = asyncio.get_running_loop()
         self._sending: asyncio.Task[None] | None = None
         self._error: Exception | None = None
-        self._handle: asyncio.TimerHandle | None = self._loop.call_later(interval_s, self._fire)
+        first = interval_s if first_s is None else min(first_s, interval_s)
+        self._handle: asyncio.TimerHandle | None = self._loop.call_later(first, self._fire)
 
     def _fire(self) -> None:
         self._handle = None
@@ -141,12 +142,14 @@ async def with_keepalive(
     interval_s: float,
     awaitable: Awaitable[T],
     abandon: Callable[[T], None] | None = None,
+    first_s: float | None = None,
 ) -> T:
     """Await in this task while ``: keep-alive`` comments go out every ``interval_s``.
 
     ``abandon`` releases a result that was obtained but can no longer be used (the request
-    was cancelled, or the client left, while the last comment was being sent)."""
-    ticker = KeepAlive(ex, interval_s)
+    was cancelled, or the client left, while the last comment was being sent). ``first_s``:
+    when the first comment goes out (it commits ``200 text/event-stream``), if sooner."""
+    ticker = KeepAlive(ex, interval_s, first_s)
     try:
         result = await awaitable
     except BaseException:

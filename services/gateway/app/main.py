@@ -20,10 +20,12 @@ from starlette.middleware.cors import CORSMiddleware
 from nexus_kit import Capabilities, Check, ModelInfo, create_app
 from nexus_kit.run import serve
 
+from .alias_routes import router as alias_router
 from .dispatch import ProxyFirst
 from .docs_routes import install_docs
 from .etcd import AetcdSource, EtcdSource
 from .guard import Guard, GuardMiddleware
+from .prefixless import V1Prefix
 from .routes import ready_models, router
 from .settings import GatewaySettings, load_gateway_settings
 from .state import GatewayState
@@ -50,7 +52,7 @@ def build_app(
         settings,
         description="OpenAI-compatible gateway: routes to every service discovered in etcd.",
         capabilities=Capabilities(domains=["gateway"], modalities=["text"], streaming=True),
-        routers=[router],
+        routers=[router, alias_router],
         checks=[
             Check("discovery", state.check_discovery),
             Check("upstreams", state.check_upstreams, critical=False),
@@ -73,6 +75,8 @@ def _install_proxy_and_edges(
     # and no trailing-slash redirect guesses (upstream paths are passed as they are).
     app.router.default = state.proxy
     app.router.redirect_slashes = False
+    # Before auth and routing: /chat/completions is /v1/chat/completions (prefixless.py).
+    app.user_middleware.append(Middleware(V1Prefix))
     if guard is not None:
         # Innermost user middleware: after the kit's request context, before any route.
         guarded = Middleware(GuardMiddleware, guard=guard, is_public=state.is_public)

@@ -1,13 +1,15 @@
-"""Ollama backends: Ollama serves no ``/v1/metadata``, so the gateway writes one for it.
+"""Ollama backends (``kind: ollama``): Ollama serves no ``/v1/metadata``, so the gateway writes one.
 
-Endpoints are Ollama's OpenAI-compatible ones; models come from ``GET /api/tags`` (refreshed
-by discovery every ``OLLAMA_REFRESH_S``); health is ``GET /api/version``. Until the first
-``/api/tags`` answer an instance has the endpoints and no models, so requests to a stopped
-Ollama get 503 (no ready instance) rather than 404 (no such path).
+Endpoints are Ollama's OpenAI- and Anthropic-compatible ones that the running version serves
+(``GET /api/version``, table ``SINCE`` below, docs/upstreams.md); models come from
+``GET /api/tags`` (refreshed by discovery every ``OLLAMA_REFRESH_S``); health is
+``GET /api/version``. Until the first answer an instance has the base endpoints and no models,
+so requests to a stopped Ollama get 503 (no ready instance) rather than 404 (no such path).
 """
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -19,8 +21,10 @@ from nexus_kit.metadata import ServiceInfo
 if TYPE_CHECKING:
     from .discovery import Instance
 
+_VERSION = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)")
+
 OWNER = "ollama"
-ENDPOINTS = (
+BASE_ENDPOINTS = (
     Endpoint(
         path="/v1/chat/completions",
         method="POST",
@@ -30,6 +34,14 @@ ENDPOINTS = (
     Endpoint(path="/v1/completions", method="POST", operation_id="completions", streaming=True),
     Endpoint(path="/v1/embeddings", method="POST", operation_id="embeddings"),
 )
+# Paths newer than the oldest Ollama we support, with the first version that serves them.
+SINCE = (
+    ((0, 13, 3), Endpoint(path="/v1/responses", method="POST", operation_id="responses",
+                          streaming=True)),
+    ((0, 14, 0), Endpoint(path="/v1/messages", method="POST", operation_id="messages",
+                          streaming=True)),
+)  # fmt: skip
+ENDPOINTS = BASE_ENDPOINTS + tuple(e for _, e in SINCE)  # what the newest version serves
 
 
 def placeholder(instance: Instance, version: str = "unknown") -> ServiceMetadata:
@@ -47,8 +59,8 @@ async def fetch_metadata(http: httpx.AsyncClient, instance: Instance) -> Service
     return _describe(instance, str(version.json().get("version", "unknown")), models)
 
 
-async def probe(http: httpx.AsyncClient, base_url: str) -> CheckResult:
-    resp = await http.get(f"{base_url}/api/version")
+async def probe(http: httpx.AsyncClient, instance: Instance) -> CheckResult:
+    resp = await http.get(f"{instance.base_url}/api/version")
     return CheckResult(resp.status_code == 200, None if resp.is_success else f"{resp.status_code}")
 
 
@@ -57,6 +69,24 @@ def model_aliases(model_id: str) -> tuple[str, ...]:
     if model_id.endswith(":latest"):
         return (model_id, model_id.removesuffix(":latest"))
     return (model_id,)
+
+
+def endpoints_for(version: str) -> list[Endpoint]:
+    """The compatible endpoints Ollama ``version`` serves (a dev build, ``0.0.0``: all)."""
+    found = _version_tuple(version)
+    if found is None:
+        return list(BASE_ENDPOINTS)
+    if found == (0, 0, 0):
+        return list(ENDPOINTS)
+    return [*BASE_ENDPOINTS, *(e for since, e in SINCE if found >= since)]
+
+
+def _version_tuple(version: str) -> tuple[int, int, int] | None:
+    match = _VERSION.match(version)
+    if match is None:
+        return None
+    major, minor, patch = (int(part) for part in match.groups())
+    return major, minor, patch
 
 
 def _describe(instance: Instance, version: str, models: list[ModelInfo]) -> ServiceMetadata:
@@ -68,7 +98,7 @@ def _describe(instance: Instance, version: str, models: list[ModelInfo]) -> Serv
             instance_id=instance.instance_id,
         ),
         capabilities=Capabilities(domains=["text"], modalities=["text"], streaming=True),
-        endpoints=list(ENDPOINTS),
+        endpoints=endpoints_for(version),
         models=models,
     )
 

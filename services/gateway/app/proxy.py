@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import aiohttp
+import orjson
 from starlette.types import Receive, Scope, Send
 from yarl import URL
 
@@ -53,14 +54,16 @@ from nexus_kit.errors import ModelNotFoundError
 from nexus_kit.tracing import TRACING
 
 from . import client, spans
+from .aliases import with_model
+from .dialects import is_anthropic
 from .discovery import describe_error
 from .exchange import Exchange, RequestHead, response_headers
 from .liveness import Watch, with_keepalive
+from .openai_upstream import MissingCredentialError, forward_headers
 from .paths import upstream_target
-from .peek import NOTHING, Peek, peek
+from .peek import NOTHING, InvalidJSONError, Peek, peek
 from .routing import Route, Target, candidates
 from .upstreams import UpstreamState
-from .usage import METER_KEY, begin_usage
 
 if TYPE_CHECKING:
     from .state import GatewayState
@@ -136,7 +139,7 @@ class Proxy:
             if scope["type"] == "websocket":
                 await send({"type": "websocket.close", "code": 1000})
             return
-        ex = Exchange(send)
+        ex = Exchange(send, is_anthropic(scope["path"]))
         label = "<unmatched>"
         started = time.perf_counter()
         self.in_flight += 1
@@ -153,9 +156,10 @@ class Proxy:
             await ex.fail(error)
         finally:
             self.in_flight -= 1
-            self.state.metrics.observe(label, ex.status, time.perf_counter() - started)
-            if (meter := scope.get(METER_KEY)) is not None:  # the usage record (usagesink.py)
-                self.state.usage.metering.end(meter, ex.status, ex.client_gone)
+            if ex.outcome is not None:  # a committed stream ended by an error event
+                scope.setdefault("state", {})["outcome_status"] = ex.outcome
+            status = ex.outcome or ex.status
+            self.state.metrics.observe(label, status, time.perf_counter() - started)
 
     async def _guarded(self, scope: Scope, receive: Receive, ex: Exchange, route: Route) -> None:
         """Handle the request; a client disconnect cancels it (and with it the upstream call)."""
@@ -166,17 +170,20 @@ class Proxy:
             head = RequestHead.parse(scope["headers"], current_request_id())
             body = Body(receive, await self._read_body(receive, head))
             info = self._peek(body, head)
-            targets = candidates(route, info.model)
-            begin_usage(self.state.usage.metering, scope, route, info, body, False)
+            models = self.state.aliases.get(info.model) if info.model else None
+            targets = () if models else self._candidates(route, info.model, body, head)
             watch = Watch(receive, body.done, ex, task, self._total_s)
             # spans.py: the upstream call's span and traceparent; off, a shared no-op context.
             with spans.proxied(route, info.model, head, ex) if TRACING.enabled else spans.OFF:
-                await self._forward(scope, ex, route, targets, head, body, info)
+                await self._forward(scope, ex, route, targets, head, body, info, models)
         except ClientGoneError:
             self._gone(ex, route)
         except asyncio.CancelledError:
             if watch is not None and watch.timed_out:
                 task.uncancel()
+                if ex.started:
+                    log.warning("total timeout: stream ended with an error event",
+                                path=route.path, total_s=self._total_s)  # fmt: skip
                 raise UpstreamTimeoutError(
                     f"The upstream did not finish within {self._total_s:g} s.",
                     code="upstream_timeout",
@@ -226,6 +233,28 @@ class Proxy:
             chunks.append(chunk)
 
     @staticmethod
+    def _check_json(body: Body, head: RequestHead) -> None:
+        """On an error path only: a body that is not JSON gets our 400 ``invalid_json``.
+
+        The hot path peeks and never parses (peek.py); a malformed body that looks like an
+        object is noticed when routing or the upstream refuses it, and reported as what it is
+        instead of a 404 for its model or the upstream's own 400."""
+        if body.data and head.declared_json:
+            try:
+                orjson.loads(body.data)
+            except orjson.JSONDecodeError:
+                raise InvalidJSONError() from None
+
+    def _candidates(
+        self, route: Route, model: str | None, body: Body, head: RequestHead
+    ) -> tuple[Target, ...]:
+        try:
+            return candidates(route, model)
+        except NexusError:
+            self._check_json(body, head)
+            raise
+
+    @staticmethod
     def _peek(body: Body, head: RequestHead) -> Peek:
         if not body.data or not head.json_like:
             return NOTHING
@@ -244,17 +273,48 @@ class Proxy:
         head: RequestHead,
         body: Body,
         info: Peek,
+        models: tuple[str, ...] | None = None,
     ) -> None:
         keepalive = info.stream and route.streaming
-        opening = self._open(scope, route, targets, head, body)
+        if models:
+            opening = self._open_alias(scope, route, head, body, models)
+        else:
+            opening = self._open(scope, route, targets, head, body)
         if keepalive:
-            interval = self.settings.sse_keepalive_s
-            opened = await with_keepalive(ex, interval, opening, self._abandon)
+            s = self.settings
+            opened = await with_keepalive(
+                ex, s.sse_keepalive_s, opening, self._abandon, first_s=s.sse_first_comment_s
+            )
         else:
             opened = await opening
-        if (meter := scope.get(METER_KEY)) is not None:  # usage.py reads usage on the way out
-            meter.tap_response(opened.response, opened.target)
-        await self._relay(ex, opened, info, keepalive)
+        await self._relay(ex, opened, info, keepalive, body, head)
+
+    async def _open_alias(
+        self, scope: Scope, route: Route, head: RequestHead, body: Body, models: tuple[str, ...]
+    ) -> Opened:
+        """An alias: its models in order, the next on 503 / no ready instance / connect failure
+        (nothing reached the client yet), with the body's ``model`` set to the one tried."""
+        assert body.data is not None  # a model was peeked: the body is buffered JSON
+        last: NexusError | None = None
+        for n, model in enumerate(models):
+            try:
+                targets = candidates(route, model)
+            except NexusError as error:
+                last = error
+                continue
+            attempt = Body(body._receive, with_model(body.data, model))
+            try:
+                opened = await self._open(scope, route, targets, head, attempt)
+            except (ServiceUnavailableError, UpstreamError) as error:
+                last = error
+                continue
+            if opened.response.status == 503 and n + 1 < len(models):
+                log.info("alias fallback: upstream 503", model=model)
+                self._abandon(opened)
+                continue
+            return opened
+        self._check_json(body, head)
+        raise last or ServiceUnavailableError("No model of this alias is served right now.")
 
     async def _open(
         self, scope: Scope, route: Route, targets: tuple[Target, ...], head: RequestHead, body: Body
@@ -289,6 +349,12 @@ class Proxy:
                     self.state.upstreams.failure(target.key, describe_error(exc))
                     raise UpstreamError(f"The upstream {target.instance.service} failed.") from None
                 stale_retry = False  # probably a pooled connection it had just closed
+            except MissingCredentialError as exc:
+                state.in_flight -= 1
+                log.error("upstream credential missing", upstream=target.key, error=str(exc))
+                raise UpstreamError(
+                    f"The upstream service {target.instance.service} is not configured."
+                ) from None
             except BaseException:
                 state.in_flight -= 1
                 raise
@@ -308,11 +374,14 @@ class Proxy:
         url = target.instance.base_url + scope["nexus.upstream_path"]
         if scope["query_string"]:
             url += "?" + scope["query_string"].decode("latin-1")
+        headers = head.forward
+        if target.instance.kind != "nexus":  # client credentials stay here; an upstream key goes
+            headers = forward_headers(target.instance, headers)
         started = time.perf_counter()
         response = await self.state.client.request(
             scope["method"],
             URL(url, encoded=True),  # as the client sent it: no re-quoting
-            headers=head.forward,
+            headers=headers,
             data=body.content(),
             allow_redirects=False,
             timeout=self._timeouts[route.slow],
@@ -320,12 +389,16 @@ class Proxy:
         self.state.metrics.observe_upstream(target.instance.service, time.perf_counter() - started)
         return response
 
-    async def _relay(self, ex: Exchange, opened: Opened, info: Peek, sse: bool) -> None:
+    async def _relay(
+        self, ex: Exchange, opened: Opened, info: Peek, sse: bool, body: Body, head: RequestHead
+    ) -> None:
         target, resp = opened.target, opened.response
         try:
             status = resp.status
             if TRACING.enabled:
                 spans.opened(target, status)
+            if status >= 400 and not ex.started:
+                self._check_json(body, head)  # an invalid body: our 400, not theirs
             if status == 404 and target.instance.kind == "ollama" and info.model:
                 await resp.read()  # Ollama's own not_found_error for a model it lacks
                 raise ModelNotFoundError(info.model)
@@ -339,6 +412,7 @@ class Proxy:
                 return
             await ex.start(status, response_headers(resp.raw_headers))
             if sse:
+                ex.sse = resp.content_type == "text/event-stream"
                 await self._first_chunk(ex, content)
             while True:  # the last chunk goes out with the end of the body: one send less
                 chunk = await content.readany()
@@ -348,10 +422,14 @@ class Proxy:
                 await ex.body(chunk)
         except client.ClientError as exc:
             self.state.upstreams.failure(target.key, describe_error(exc))
+            log.warning("upstream failed mid-response", upstream=target.key,
+                        error=describe_error(exc), started=ex.started)  # fmt: skip
+            error = UpstreamError(f"The upstream {target.instance.service} failed.")
             if not ex.started:
-                raise UpstreamError(f"The upstream {target.instance.service} failed.") from None
-            # Mid-body: the status is sent, so all we can do is cut the response short.
-            log.warning("upstream failed mid-response", upstream=target.key, error=str(exc))
+                raise error from None
+            if ex.sse:  # a stream: say so in-band and end it cleanly
+                await ex.end_with_error(error)
+            # Otherwise the status is sent, so all we can do is cut the response short.
         finally:
             opened.state.in_flight -= 1
             resp.release()  # back to the pool when read to the end, closed otherwise
@@ -372,4 +450,7 @@ class Proxy:
 
 
 def _connect_message(target: Target, exc: Exception) -> str:
-    return f"Could not connect to the upstream {target.instance.service}: {describe_error(exc)}."
+    """The client learns which service failed; the address and the exception go to the log."""
+    log.warning("upstream connect failed", upstream=target.key, url=target.instance.base_url,
+                error=describe_error(exc))  # fmt: skip
+    return f"Could not connect to the upstream service {target.instance.service}."

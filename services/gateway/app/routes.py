@@ -12,9 +12,10 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
-from nexus_kit import ModelInfo, ModelNotFoundError, endpoint_flags
+from nexus_kit import ModelInfo, endpoint_flags
 from nexus_kit.responses import JSONResponse
 
+from . import catalog
 from .discovery import Instance
 from .routing import Route, RoutingTable
 from .state import GatewayState
@@ -37,10 +38,11 @@ async def list_models(request: Request) -> JSONResponse:
 # valid metadata path, so the route stays out of the schema (and of /v1/metadata).
 @router.get("/v1/models/{model:path}", operation_id="models.retrieve", include_in_schema=False)
 async def retrieve_model(model: str, request: Request) -> JSONResponse:
-    for info, instance in ready_models(_state(request)):
+    state = _state(request)
+    for info, instance in ready_models(state):
         if info.id == model:
             return JSONResponse(_model_object(info, instance))
-    raise ModelNotFoundError(model)
+    return JSONResponse(catalog.retrieve(state, model))  # any name routing accepts, aliases too
 
 
 @router.get("/v1/routes", operation_id="gateway.routes", summary="The routing table")
@@ -82,7 +84,9 @@ async def service_events(request: Request) -> StreamingResponse:
 
 
 def models_document(state: GatewayState) -> dict[str, Any]:
-    return {"object": "list", "data": [_model_object(m, i) for m, i in ready_models(state)]}
+    data = [_model_object(m, i) for m, i in ready_models(state)]
+    data += catalog.alias_models(state, {m["id"] for m in data})
+    return {"object": "list", "data": data}
 
 
 def routes_document(state: GatewayState) -> dict[str, Any]:

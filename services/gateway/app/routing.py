@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from nexus_kit import MethodNotAllowedError, ModelNotFoundError, NotFoundError
 from nexus_kit.errors import quote_input
 
-from . import ollama
 from .discovery import Instance, Snapshot
+from .kinds import synthesized
 from .paths import ALIAS_PREFIX, is_param_segment, unknown_url
 from .upstreams import Upstreams
 
@@ -43,6 +43,8 @@ OPENAI_SURFACE = (
     ("POST", "/v1/embeddings", "embeddings", False),
     ("POST", "/v1/images/generations", "images.generate", False),
     ("POST", "/v1/audio/speech", "audio.speech", True),
+    ("POST", "/v1/responses", "responses", True),
+    ("POST", "/v1/messages", "messages", True),
 )
 # Operations that may wait on a model load: they get the long first-byte timeout.
 MODEL_OPERATIONS = frozenset(op for _, _, op, _ in OPENAI_SURFACE)
@@ -247,7 +249,7 @@ def _route(
         streaming=streaming,
         # Public only when every advertiser says so: one private claim keeps it guarded.
         public=bool(found) and all(f.public for _, f in found),
-        slow=op in MODEL_OPERATIONS or any(i.kind == "ollama" for i, _ in found),
+        slow=op in MODEL_OPERATIONS or any(i.kind != "nexus" for i, _ in found),
         service=service,
         strip=len(ALIAS_PREFIX) + len(service) if service else 0,
         targets=tuple(_target(i) for i, _ in found if not i.draining),
@@ -257,8 +259,9 @@ def _route(
 def _target(instance: Instance) -> Target:
     assert instance.metadata is not None
     ids = [m.id for m in instance.metadata.models]
-    if instance.kind == "ollama":
-        ids = [alias for model_id in ids for alias in ollama.model_aliases(model_id)]
+    kind = synthesized(instance.kind)
+    if kind is not None:
+        ids = [alias for model_id in ids for alias in kind.model_aliases(model_id)]
     return Target(instance, frozenset(ids))
 
 

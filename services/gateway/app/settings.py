@@ -12,7 +12,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from dotenv import dotenv_values
 from pydantic import Field, SecretStr, field_validator
@@ -26,6 +26,7 @@ _BASE_URL_VAR = re.compile(r"^([A-Z][A-Z0-9_]*)_BASE_URL$")
 # public URLs a service hands to clients (e.g. IMAGES_PUBLIC_BASE_URL points back here).
 _NOT_BACKENDS = frozenset({"OPENAI"})
 _NOT_BACKEND_PARTS = ("_PUBLIC",)
+BackendKind = Literal["nexus", "ollama", "openai"]
 
 
 class GatewaySettings(ServiceSettings):
@@ -38,7 +39,12 @@ class GatewaySettings(ServiceSettings):
     # Static backends: service name -> comma-separated base URLs (see static_backends_from).
     static_backends: dict[str, str] = Field(default_factory=dict)
     ollama_base_url: str = "http://127.0.0.1:11434"
-    ollama_refresh_s: float = Field(30.0, gt=0, le=3600)
+    ollama_refresh_s: float = Field(30.0, gt=0, le=3600)  # also kind openai's model lists
+    # OpenAI-compatible servers (kind openai): "name=url,name2=url2"; a key for one comes from
+    # NEXUS_UPSTREAM_KEY_<NAME> (docs/upstreams.md).
+    nexus_openai_upstreams: str = ""
+    # Model aliases (aliases.py): etcd keys <prefix><alias> = {"models": [...]}.
+    nexus_aliases_prefix: str = Field("/nexus/aliases/", pattern=r"^/.*/$")
 
     discovery_metadata_timeout_s: float = Field(2.0, gt=0, le=60)
     discovery_retry_max_s: float = Field(5.0, gt=0, le=300)
@@ -58,6 +64,9 @@ class GatewaySettings(ServiceSettings):
     upstream_keepalive_s: float = Field(4.0, gt=0, le=300)
     upstream_max_connections: int = Field(1000, ge=1, le=100_000)
     sse_keepalive_s: float = Field(15.0, gt=0, le=600)
+    # A stream whose upstream is slow (a cold model load) commits 200 text/event-stream and a
+    # first comment after this long, so clients with short header timeouts keep waiting.
+    sse_first_comment_s: float = Field(1.0, gt=0, le=600)
     max_json_body_bytes: int = Field(32 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
     # Move everything alive after startup out of the collector's reach (gc.freeze): full
     # collections then scan only request-time objects (~35 ms -> <1 ms under load).
@@ -90,16 +99,6 @@ class GatewaySettings(ServiceSettings):
     nexus_default_rate_limit_rpm: int = Field(600, ge=0)  # 0 = unlimited
     rate_limit_storage_url: str = ""  # empty = in memory; redis://host:6379/0 to share
 
-    # Usage accounting (usage.py, usagesink.py): records go to the service advertising
-    # usage.records.ingest, in batches; undeliverable batches wait in USAGE_SPOOL_DIR
-    # (default: <tmp>/nexus-usage-spool/<service name>; mount a volume there in containers).
-    usage_enabled: bool = True
-    usage_batch_size: int = Field(500, ge=1, le=5000)
-    usage_flush_interval_s: float = Field(1.0, gt=0, le=300)
-    usage_buffer_max: int = Field(100_000, ge=1, le=10_000_000)
-    usage_spool_dir: str = ""
-    usage_retry_max_s: float = Field(30.0, gt=0, le=3600)  # backoff bound while usage is away
-
     @field_validator("rate_limit_storage_url")
     @classmethod
     def _storage_url(cls, value: str) -> str:
@@ -112,6 +111,12 @@ class GatewaySettings(ServiceSettings):
     @classmethod
     def _ollama_url(cls, value: str) -> str:
         return "" if value.strip().lower() in OFF else _check_urls(value)
+
+    @field_validator("nexus_openai_upstreams")
+    @classmethod
+    def _openai_upstreams(cls, value: str) -> str:
+        parse_openai_upstreams(value)
+        return value
 
     @field_validator("static_backends")
     @classmethod
@@ -126,12 +131,31 @@ class GatewaySettings(ServiceSettings):
     def cors_origin_list(self) -> list[str]:
         return [o.strip() for o in self.nexus_cors_origins.split(",") if o.strip()]
 
-    def backend_urls(self) -> dict[str, tuple[str, list[str]]]:
+    def backend_urls(self) -> dict[str, tuple[BackendKind, list[str]]]:
         """Static backends as ``name -> (kind, [base urls])``; Ollama's URL is one of them."""
-        found = {name: ("nexus", split_urls(urls)) for name, urls in self.static_backends.items()}
+        found: dict[str, tuple[BackendKind, list[str]]] = {
+            name: ("nexus", split_urls(urls)) for name, urls in self.static_backends.items()
+        }
         if split_urls(self.ollama_base_url):
             found["ollama"] = ("ollama", split_urls(self.ollama_base_url))
+        for name, urls in parse_openai_upstreams(self.nexus_openai_upstreams).items():
+            found[name] = ("openai", urls)
         return {name: spec for name, spec in found.items() if spec[1]}
+
+
+def parse_openai_upstreams(value: str) -> dict[str, list[str]]:
+    """``vllm=http://gpu1:8000,vllm=http://gpu2:8000/v1`` -> ``{"vllm": [two root URLs]}``."""
+    found: dict[str, list[str]] = {}
+    for item in (part.strip() for part in value.split(",")):
+        if not item:
+            continue
+        name, sep, url = item.partition("=")
+        name = name.strip()
+        if not sep or not re.fullmatch(r"[a-z][a-z0-9-]{0,62}", name):
+            raise ValueError(f"{item[:80]!r} is not name=url (name: lower case, digits, -)")
+        _check_urls(url)
+        found.setdefault(name, []).append(url.strip().rstrip("/").removesuffix("/v1"))
+    return found
 
 
 def split_urls(value: str) -> list[str]:

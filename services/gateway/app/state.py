@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry
 from nexus_kit import CheckResult, ServiceMetadata, get_logger
 
 from . import departed, oslimits
+from .aliases import Aliases
 from .auth import Authenticator, AuthGuard
 from .client import make_client
 from .discovery import Discovery, Instance, Snapshot, fetch_metadata
@@ -34,7 +35,6 @@ from .routing import EMPTY_TABLE, Balancer, RoutingTable, build_routing_table
 from .settings import GatewaySettings
 from .upstreams import Prober, Upstreams
 from .upstreams import probe as probe_instance
-from .usagesink import UsageRuntime
 
 log = get_logger("nexus.gateway")
 
@@ -62,9 +62,8 @@ class GatewayState:
             on_event=lambda name: self.metrics.event(name),
             probe=lambda instance: probe_instance(self.control, instance),  # lease grace
         )
+        self.aliases = Aliases(settings, source_factory)  # model aliases from etcd (aliases.py)
         self.proxy = Proxy(self)
-        # usage accounting: metering, durable delivery, token quotas (usagesink.py)
-        self.usage = UsageRuntime(settings, lambda: self.table, lambda: self.control)
         self.events = EventHub()  # the admin live feed (events.py)
         self.limiter: RateLimiter | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -73,7 +72,6 @@ class GatewayState:
         """Share the kit's registry, so 8801 and the kit's ``/metrics`` show everything."""
         self.metrics = GatewayMetrics(registry)
         self.metrics.add_live(self.live_view)
-        self.usage.bind_metrics(registry)
 
     # the atomic swap
 
@@ -103,8 +101,7 @@ class GatewayState:
             stale_if_error_s=s.auth_stale_if_error_s, on_stale=self._stale_admission,
         )  # fmt: skip
         self.limiter = RateLimiter(s.rate_limit_storage_url, s.nexus_default_rate_limit_rpm)
-        tokens = self.usage.token_limiter(self.limiter.storage)  # same storage as request limits
-        return AuthGuard(authenticator, self.limiter, tokens=tokens)
+        return AuthGuard(authenticator, self.limiter)
 
     def _stale_admission(self) -> None:
         self.metrics.auth_stale.inc()  # the metrics object is rebound after the guard is built
@@ -144,7 +141,7 @@ class GatewayState:
             if s.gateway_metrics_port or s.gateway_metrics_socket:
                 await metrics_server.start()
             self.discovery.start()
-            self._tasks.append(self.usage.start())
+            self.aliases.start()
             if s.health_probe_interval_s > 0:
                 prober = Prober(
                     self.upstreams, self.control, s.health_probe_interval_s,
@@ -167,8 +164,8 @@ class GatewayState:
                 await task
         self._tasks.clear()
         await self.discovery.stop()
+        await self.aliases.stop()
         await metrics_server.stop()
-        await self.usage.close()  # the last records: delivered or spooled to disk
         await self.client.close()
         await self.control.aclose()
         if self.limiter is not None:
@@ -178,7 +175,7 @@ class GatewayState:
         return await fetch_metadata(self.control, instance)
 
     def _recovered(self, instance: Instance) -> None:
-        if instance.kind == "ollama":
+        if instance.kind != "nexus":
             self.discovery.refresh(instance.key)  # models may have changed while it was down
 
     # readiness and live metrics

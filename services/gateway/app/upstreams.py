@@ -22,8 +22,8 @@ import httpx
 
 from nexus_kit import CheckResult, get_logger
 
-from . import ollama
 from .discovery import Instance, Snapshot, describe_error
+from .kinds import synthesized
 
 log = get_logger("nexus.gateway.upstreams")
 
@@ -138,8 +138,9 @@ class Prober:
 
 async def probe(http: httpx.AsyncClient, instance: Instance) -> CheckResult:
     try:
-        if instance.kind == "ollama":
-            return await ollama.probe(http, instance.base_url)
+        kind = synthesized(instance.kind)
+        if kind is not None:
+            return await kind.probe(http, instance)
         resp = await http.get(f"{instance.base_url}/readyz")
     except Exception as exc:
         return CheckResult(False, describe_error(exc))

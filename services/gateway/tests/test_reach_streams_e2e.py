@@ -1,0 +1,107 @@
+"""Upstream errors and stream ends as clients need them, end to end through a real gateway.
+
+- a 502 names the service, never its address or the client library's exception;
+- ``UPSTREAM_TOTAL_TIMEOUT_S`` cutting a stream ends it with an SSE error event, and the
+  access log records 504, not 200;
+- a slow streaming upstream gets the client ``200 text/event-stream`` and a first comment
+  early (``SSE_FIRST_COMMENT_S``), while an error that comes before keeps its real status.
+
+Static ``kind: openai`` upstreams (``NEXUS_OPENAI_UPSTREAMS``), no etcd, no prober. No timed
+asserts: the fakes hold their answers until the test has seen what it waits for.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+
+import httpx
+import openai
+import orjson
+import pytest
+
+from app.main import build_app
+from nexus_testing import UvicornThread, free_port, wait_for_http
+from tests.llm_fakes import Server, openai_server
+from tests.support import settings
+
+pytestmark = pytest.mark.integration
+USER = [{"role": "user", "content": "hi"}]
+QUICK = Server("vllm", ("quick", "busy"))
+SLOW = Server("vllm", ("slow",))
+
+
+@pytest.fixture(scope="module")
+def gw() -> Iterator[str]:
+    QUICK.gate.unavailable.add("busy")
+    with UvicornThread(openai_server(QUICK)) as quick, UvicornThread(openai_server(SLOW)) as slow:
+        gone = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+        config = settings(
+            nexus_openai_upstreams=f"quick={quick.url},slow={slow.url}/v1,gone={gone}",
+            upstream_total_timeout_s=2.0, sse_first_comment_s=0.3,
+        )  # fmt: skip
+        with UvicornThread(build_app(config)) as gateway:
+            wait_for_http(f"{gateway.url}/readyz", timeout_s=15)
+            yield gateway.url
+
+
+def test_a_502_names_the_service_never_its_address(gw: str) -> None:
+    # "ghost" is served by no instance that lists models; "gone" lists none (its list never
+    # came), so it is the candidate, and its connect fails.
+    resp = httpx.post(f"{gw}/v1/chat/completions", json={"model": "ghost", "messages": USER})
+    assert resp.status_code == 502, resp.text
+    message = resp.json()["error"]["message"]
+    assert message == "Could not connect to the upstream service gone."
+    assert resp.json()["error"]["type"] == "upstream_error"
+
+
+def test_the_total_timeout_ends_a_stream_with_an_error_event(
+    gw: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    SLOW.gate.endless = True
+    try:
+        with caplog.at_level(logging.INFO, logger="nexus.http"), httpx.stream(
+            "POST", f"{gw}/v1/chat/completions", timeout=30,
+            json={"model": "slow", "messages": USER, "stream": True},
+        ) as resp:  # fmt: skip
+            assert resp.status_code == 200
+            events = [line for line in resp.iter_lines() if line.startswith("data: ")]
+    finally:
+        SLOW.gate.endless = False
+    last = orjson.loads(events[-1].removeprefix("data: "))
+    assert last["error"]["code"] == "upstream_timeout", last
+    with openai.OpenAI(base_url=f"{gw}/v1", api_key="k", max_retries=0) as sdk:
+        SLOW.gate.endless = True
+        try:
+            stream = sdk.chat.completions.create(model="slow", messages=USER, stream=True)  # type: ignore[arg-type]
+            with pytest.raises(openai.APIError, match="did not finish"):
+                for _ in stream:
+                    pass
+        finally:
+            SLOW.gate.endless = False
+    lines = [r.getMessage() for r in caplog.records if r.name == "nexus.http"]
+    assert any('"status":504' in line and "/v1/chat/completions" in line for line in lines), lines
+
+
+def test_a_slow_stream_is_committed_early_and_then_relayed(gw: str) -> None:
+    SLOW.gate.hold = threading.Event()
+    try:
+        request = {"model": "slow", "messages": USER, "stream": True}
+        with httpx.stream("POST", f"{gw}/v1/chat/completions", json=request, timeout=30) as resp:
+            assert resp.status_code == 200
+            assert resp.headers["content-type"].startswith("text/event-stream")
+            lines = resp.iter_lines()
+            assert next(lines) == ": keep-alive"  # before the upstream said anything
+            SLOW.gate.hold.set()
+            rest = [line for line in lines if line.startswith("data: ")]
+    finally:
+        SLOW.gate.hold = None
+    assert rest[-1] == "data: [DONE]"
+
+
+def test_an_early_error_keeps_its_status(gw: str) -> None:
+    resp = httpx.post(f"{gw}/v1/chat/completions",
+                      json={"model": "busy", "messages": USER, "stream": True})  # fmt: skip
+    assert resp.status_code == 503
+    assert resp.json()["error"]["message"] == "model is loading"
