@@ -147,6 +147,9 @@ class Authenticator:
             role=str(body.get("role") or "user"),
             key_id=body.get("key_id"),
             rate_limit_rpm=body.get("rate_limit_rpm"),
+            rate_limit_tpm=body.get("rate_limit_tpm"),
+            token_budget_daily=body.get("token_budget_daily"),
+            token_budget_monthly=body.get("token_budget_monthly"),
             method="api_key",
         )
         self._positive[digest] = identity
@@ -225,10 +228,12 @@ class AuthGuard:
         authenticator: Authenticator,
         limiter: RateLimiter,
         admin_paths: frozenset[str] = ADMIN_PATHS,
+        tokens: TokenLimiter | None = None,
     ) -> None:
         self.authenticator = authenticator
         self.limiter = limiter
         self.admin_paths = admin_paths
+        self.tokens = tokens
 
     async def __call__(self, access: Access) -> Decision:
         if access.public:
@@ -238,7 +243,12 @@ class AuthGuard:
         if admin_only and not identity.is_admin:
             raise PermissionDeniedError(f"{access.path} is for administrators only.")
         quota = await self.limiter.hit(identity.limit_key, identity.rate_limit_rpm)
-        return Decision(identity=identity, headers=quota.headers() if quota else ())
+        headers = quota.headers() if quota else []
+        metered = self.tokens is not None and kind_of(access.path) is not None
+        tokens = TokenQuota.of(identity) if metered else None  # model endpoints only
+        if tokens is not None and self.tokens is not None:  # token quotas (tokenlimit.py)
+            headers = [*headers, *await self.tokens.admit(identity.limit_key, tokens)]
+        return Decision(identity=identity, headers=headers)
 
 
 def _header(access: Access, name: bytes) -> bytes | None:

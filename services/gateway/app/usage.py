@@ -51,7 +51,6 @@ KINDS = {
     "/v1/images/generations": "images",
     "/v1/audio/speech": "audio_speeches",
 }
-_SUFFIXES = tuple((path[3:], kind) for path, kind in KINDS.items())  # "/chat/completions"
 _INJECTABLE = frozenset({"/chat/completions", "/completions"})
 _JSON_COPY_LIMIT = 64 * 1024 * 1024
 _EVENT_END = re.compile(rb"\r?\n\r?\n|\r\r")
@@ -61,15 +60,14 @@ _INCLUDE = b',"stream_options":{"include_usage":true}'
 
 
 def kind_of(path: str) -> str | None:
+    """The usage kind of a route: its template, also under ``/services/<name>`` or without
+    ``/v1``; None for everything else (not metered)."""
+    if path.startswith("/services/"):
+        path = "/" + path.split("/", 3)[3] if path.count("/") >= 3 else path
     found = KINDS.get(path)
-    if found is not None:
-        return found
-    for suffix, kind in _SUFFIXES:
-        if path.endswith(suffix) and not (
-            suffix == "/completions" and path.endswith("/chat/completions")
-        ):
-            return kind
-    return None
+    if found is None and not path.startswith("/v1/"):
+        found = KINDS.get("/v1" + path)
+    return found
 
 
 def count(value: Any) -> int | None:

@@ -182,6 +182,8 @@ def test_kinds_and_counts() -> None:
     assert kind_of("/services/llm/v1/embeddings") == "embeddings"
     assert kind_of("/chat/completions") == "completions"
     assert kind_of("/v1/echo") is None
+    assert kind_of("/v1/organization/usage/completions") is None
+    assert kind_of("/services/usage/v1/organization/usage/embeddings") is None
     assert [count(v) for v in (0, 5, -1, 1.0, True, "3", None)] == [
         0,
         5,
