@@ -30,6 +30,8 @@ from nexus_kit import (
 from .credentials import credential_header, is_alias_admin
 from .guard import Access, Decision, Identity
 from .ratelimit import RateLimiter
+from .tokenlimit import TokenLimiter, TokenQuota
+from .usage import kind_of
 
 log = get_logger("nexus.gateway.auth")
 JWKS_PATH = "/.well-known/jwks.json"

@@ -44,6 +44,10 @@ class Identity:
     key_id: str | None = None
     rate_limit_rpm: int | None = None
     method: str = "api_key"  # api_key | jwt
+    # Token quotas of the key (tokenlimit.py); None = not limited.
+    rate_limit_tpm: int | None = None
+    token_budget_daily: int | None = None
+    token_budget_monthly: int | None = None
 
     @property
     def is_admin(self) -> bool:

@@ -64,6 +64,7 @@ from .paths import upstream_target
 from .peek import NOTHING, InvalidJSONError, Peek, peek
 from .routing import Route, Target, candidates
 from .upstreams import UpstreamState
+from .usage import METER_KEY, begin_usage
 
 if TYPE_CHECKING:
     from .state import GatewayState
@@ -160,6 +161,8 @@ class Proxy:
                 scope.setdefault("state", {})["outcome_status"] = ex.outcome
             status = ex.outcome or ex.status
             self.state.metrics.observe(label, status, time.perf_counter() - started)
+            if (meter := scope.get(METER_KEY)) is not None:  # the usage record (usagesink.py)
+                self.state.usage.metering.end(meter, status, ex.client_gone)
 
     async def _guarded(self, scope: Scope, receive: Receive, ex: Exchange, route: Route) -> None:
         """Handle the request; a client disconnect cancels it (and with it the upstream call)."""
@@ -172,6 +175,7 @@ class Proxy:
             info = self._peek(body, head)
             models = self.state.aliases.get(info.model) if info.model else None
             targets = () if models else self._candidates(route, info.model, body, head)
+            begin_usage(self.state.usage.metering, scope, route, info, body, bool(models))
             watch = Watch(receive, body.done, ex, task, self._total_s)
             # spans.py: the upstream call's span and traceparent; off, a shared no-op context.
             with spans.proxied(route, info.model, head, ex) if TRACING.enabled else spans.OFF:
@@ -287,6 +291,8 @@ class Proxy:
             )
         else:
             opened = await opening
+        if (meter := scope.get(METER_KEY)) is not None:  # usage.py reads usage on the way out
+            meter.tap_response(opened.response, opened.target)
         await self._relay(ex, opened, info, keepalive, body, head)
 
     async def _open_alias(

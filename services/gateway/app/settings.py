@@ -99,6 +99,16 @@ class GatewaySettings(ServiceSettings):
     nexus_default_rate_limit_rpm: int = Field(600, ge=0)  # 0 = unlimited
     rate_limit_storage_url: str = ""  # empty = in memory; redis://host:6379/0 to share
 
+    # Usage accounting (usage.py, usagesink.py): records go to the service advertising
+    # usage.records.ingest, in batches; undeliverable batches wait in USAGE_SPOOL_DIR
+    # (default: <tmp>/nexus-usage-spool/<service name>; mount a volume there in containers).
+    usage_enabled: bool = True
+    usage_batch_size: int = Field(500, ge=1, le=5000)
+    usage_flush_interval_s: float = Field(1.0, gt=0, le=300)
+    usage_buffer_max: int = Field(100_000, ge=1, le=10_000_000)
+    usage_spool_dir: str = ""
+    usage_retry_max_s: float = Field(30.0, gt=0, le=3600)  # backoff bound while usage is away
+
     @field_validator("rate_limit_storage_url")
     @classmethod
     def _storage_url(cls, value: str) -> str:

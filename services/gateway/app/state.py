@@ -35,6 +35,7 @@ from .routing import EMPTY_TABLE, Balancer, RoutingTable, build_routing_table
 from .settings import GatewaySettings
 from .upstreams import Prober, Upstreams
 from .upstreams import probe as probe_instance
+from .usagesink import UsageRuntime
 
 log = get_logger("nexus.gateway")
 
@@ -64,6 +65,8 @@ class GatewayState:
         )
         self.aliases = Aliases(settings, source_factory)  # model aliases from etcd (aliases.py)
         self.proxy = Proxy(self)
+        # usage accounting: metering, durable delivery, token quotas (usagesink.py)
+        self.usage = UsageRuntime(settings, lambda: self.table, lambda: self.control)
         self.events = EventHub()  # the admin live feed (events.py)
         self.limiter: RateLimiter | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -72,6 +75,7 @@ class GatewayState:
         """Share the kit's registry, so 8801 and the kit's ``/metrics`` show everything."""
         self.metrics = GatewayMetrics(registry)
         self.metrics.add_live(self.live_view)
+        self.usage.bind_metrics(registry)
 
     # the atomic swap
 
@@ -101,7 +105,8 @@ class GatewayState:
             stale_if_error_s=s.auth_stale_if_error_s, on_stale=self._stale_admission,
         )  # fmt: skip
         self.limiter = RateLimiter(s.rate_limit_storage_url, s.nexus_default_rate_limit_rpm)
-        return AuthGuard(authenticator, self.limiter)
+        tokens = self.usage.token_limiter(self.limiter.storage)  # same storage as request limits
+        return AuthGuard(authenticator, self.limiter, tokens=tokens)
 
     def _stale_admission(self) -> None:
         self.metrics.auth_stale.inc()  # the metrics object is rebound after the guard is built
@@ -141,6 +146,7 @@ class GatewayState:
             if s.gateway_metrics_port or s.gateway_metrics_socket:
                 await metrics_server.start()
             self.discovery.start()
+            self._tasks.append(self.usage.start())
             self.aliases.start()
             if s.health_probe_interval_s > 0:
                 prober = Prober(
@@ -166,6 +172,7 @@ class GatewayState:
         await self.discovery.stop()
         await self.aliases.stop()
         await metrics_server.stop()
+        await self.usage.close()  # the last records: delivered or spooled to disk
         await self.client.close()
         await self.control.aclose()
         if self.limiter is not None:
