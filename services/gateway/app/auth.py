@@ -149,10 +149,10 @@ class Authenticator:
             role=str(body.get("role") or "user"),
             key_id=body.get("key_id"),
             rate_limit_rpm=body.get("rate_limit_rpm"),
+            method="api_key",
             rate_limit_tpm=body.get("rate_limit_tpm"),
             token_budget_daily=body.get("token_budget_daily"),
             token_budget_monthly=body.get("token_budget_monthly"),
-            method="api_key",
         )
         self._positive[digest] = identity
         if self._stale is not None:

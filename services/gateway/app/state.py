@@ -64,9 +64,9 @@ class GatewayState:
             probe=lambda instance: probe_instance(self.control, instance),  # lease grace
         )
         self.aliases = Aliases(settings, source_factory)  # model aliases from etcd (aliases.py)
-        self.proxy = Proxy(self)
         # usage accounting: metering, durable delivery, token quotas (usagesink.py)
         self.usage = UsageRuntime(settings, lambda: self.table, lambda: self.control)
+        self.proxy = Proxy(self)
         self.events = EventHub()  # the admin live feed (events.py)
         self.limiter: RateLimiter | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -146,8 +146,8 @@ class GatewayState:
             if s.gateway_metrics_port or s.gateway_metrics_socket:
                 await metrics_server.start()
             self.discovery.start()
-            self._tasks.append(self.usage.start())
             self.aliases.start()
+            self._tasks.append(self.usage.start())
             if s.health_probe_interval_s > 0:
                 prober = Prober(
                     self.upstreams, self.control, s.health_probe_interval_s,
