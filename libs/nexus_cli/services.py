@@ -26,6 +26,7 @@ DESIGN_PORTS = {
     "images": 7860,
     "tts": 9940,
     "template": 9000,
+    "usage": 8820,
     "console": 8830,
 }
 

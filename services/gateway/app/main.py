@@ -31,7 +31,9 @@ from .settings import GatewaySettings, load_gateway_settings
 from .state import GatewayState
 
 EXPOSED_HEADERS = ["x-request-id", "retry-after", "x-ratelimit-limit-requests",
-                   "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests"]  # fmt: skip
+                   "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests",
+                   "x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens",
+                   "x-ratelimit-reset-tokens"]  # fmt: skip
 
 
 def build_app(
