@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.synced
 EXTRAS := $(VENV)/.extras
 SERVICES := $(patsubst services/%/pyproject.toml,%,$(wildcard services/*/pyproject.toml))
 
-.PHONY: bootstrap extras up test test-only lint typecheck requirements bench clean
+.PHONY: bootstrap extras up test test-only lint typecheck requirements bench chaos clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +57,12 @@ requirements: bootstrap
 	for s in $(SERVICES); do \
 		$(UV) export --frozen --package nexus-$$s --no-hashes --no-dev --no-emit-workspace \
 			--output-file services/$$s/requirements.txt -q || exit 1; done
+
+# Break a local stack under load (etcd killed and frozen, replicas restarted and killed, auth
+# down, gateway SIGTERM with streams, bad inputs) and print the table README's Reliability
+# section shows. Bounded; loopback only. `make test` runs the --quick version.
+chaos: bootstrap
+	$(PY) scripts/chaos.py
 
 bench: bootstrap
 	$(PY) bench/run.py

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import threading
+from collections.abc import Mapping
 from types import FrameType
 from typing import Any
 
@@ -109,7 +110,7 @@ class Drainer:
             log.warning("grace period over; cancelled in-flight requests", cancelled=cut)
 
 
-def drain_cut(scope: dict[str, Any]) -> bool:
+def drain_cut(scope: Mapping[str, Any]) -> bool:
     """Whether a request's cancellation is the drain cutting it (its app's grace is over)."""
     kit = getattr(getattr(scope.get("app"), "state", None), "kit", None)
     in_flight = getattr(kit, "in_flight", None)
