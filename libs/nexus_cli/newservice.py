@@ -6,6 +6,12 @@ then only values change: ``SERVICE_NAME`` and ``SERVICE_PORT`` in ``.env.example
 is missing, still runs under the new name); the project name in ``pyproject.toml``; the
 paths, tag and port in the ``Dockerfile``; and a README of its own. The code itself names no
 service, which is why a plain ``cp -r`` plus those two variables runs just as well.
+
+For Docker it also writes ``docker-compose.NAME.yml`` from ``docker-compose.template.yml`` with
+every ``template`` and the template's port replaced (its own image name, Dockerfile, advertised
+URL, host-port variable and healthcheck port: a copy that kept ``nexus/template`` would replace
+the template's image when built) and adds it to ``docker-compose.yml``'s ``include`` list; the
+manual recipe in services/README.md makes the same edits with ``sed``.
 """
 
 from __future__ import annotations
@@ -39,13 +45,21 @@ class NewService:
     directory: Path
     port: int
 
+    compose_file: Path | None = None
+
     def summary(self) -> str:
-        return (
+        text = (
             f"Created services/{self.name} (SERVICE_NAME={self.name}, SERVICE_PORT={self.port}).\n"
             f"Run it with the stack: make up (or nexus up --only {self.name}),\n"
             f"or alone: cd services/{self.name} && ../../.venv/bin/python -m uvicorn app.main:app"
             f" --port {self.port}"
         )
+        if self.compose_file is not None:
+            text += (
+                f"\nDocker: {self.compose_file.name} (included by docker-compose.yml);"
+                f" docker compose up --build {self.name}"
+            )
+        return text
 
 
 def check_name(name: str, services: Path) -> None:
@@ -116,6 +130,33 @@ def _rewrite_dockerfile(path: Path, name: str, old_port: str, port: int) -> None
     path.write_text(text, encoding="utf-8")
 
 
+def compose_text(template: str, name: str, old_port: str, port: int) -> str:
+    """``docker-compose.template.yml`` for ``name``: every ``template`` and its port replaced."""
+    text = re.sub(r"\btemplate\b", name, template)
+    text = re.sub(r"\bTEMPLATE_", f"{name.upper().replace('-', '_')}_", text)
+    return re.sub(rf"\b{re.escape(old_port)}\b", str(port), text)
+
+
+def _write_compose(root: Path, name: str, old_port: str, port: int) -> Path | None:
+    """``docker-compose.NAME.yml`` beside the template's, included by ``docker-compose.yml``."""
+    template = root / "docker-compose.template.yml"
+    if not template.is_file():
+        return None
+    target = root / f"docker-compose.{name}.yml"
+    if target.exists():
+        raise NewServiceError(f"{target.name} already exists; pick another name")
+    target.write_text(compose_text(template.read_text(encoding="utf-8"), name, old_port, port))
+    main = root / "docker-compose.yml"
+    if main.is_file():
+        text = main.read_text(encoding="utf-8")
+        entries = list(re.finditer(r"^(\s*)- docker-compose\.[\w.-]+\.yml[ \t]*$", text, re.M))
+        if entries and f"- {target.name}" not in text:
+            last = entries[-1]
+            line = f"\n{last.group(1)}- {target.name}"
+            main.write_text(text[: last.end()] + line + text[last.end() :], encoding="utf-8")
+    return target
+
+
 def readme(name: str, port: int) -> str:
     return f"""# {name}
 
@@ -129,6 +170,8 @@ A Nexus service, created from `services/template` with `nexus new-service {name}
 - Alone, from this directory: `../../.venv/bin/python -m uvicorn app.main:app --port {port}`
   (or `../../.venv/bin/python -m app.main`).
 - Tests: `../../.venv/bin/python -m pytest tests -q`.
+- Docker: `docker-compose.{name}.yml` at the repo root (image `nexus/{name}`, port {port} in it
+  and in this Dockerfile; included by `docker-compose.yml`): `docker compose up --build {name}`.
 
 Replace the example endpoint in `app/routes.py` with your own; `services/template/README.md`
 explains the contract every service meets.
@@ -158,7 +201,8 @@ def create_service(root: Path, name: str, port: int | None = None) -> NewService
         _rewrite(target / "pyproject.toml", r'^name\s*=\s*"[^"]*"', f'name = "nexus-{name}"')
         _rewrite_dockerfile(target / "Dockerfile", name, old_port, port)
         (target / "README.md").write_text(readme(name, port), encoding="utf-8")
+        compose = _write_compose(root, name, old_port, port)
     except BaseException:
         shutil.rmtree(target, ignore_errors=True)  # no half-made service left to trip over
         raise
-    return NewService(name, target, port)
+    return NewService(name, target, port, compose)

@@ -111,3 +111,27 @@ def test_new_service_runs_under_its_name_with_and_without_dotenv(root: Path) -> 
     assert _settings_seen(target) == ["acme", "9124"]
     (target / ".env").unlink()  # a fresh clone: .env is git-ignored
     assert _settings_seen(target) == ["acme", "9124"]
+
+
+def test_writes_its_own_compose_file_and_includes_it(root: Path) -> None:
+    repo = TEMPLATE.parents[1]
+    for name in ("docker-compose.template.yml", "docker-compose.yml"):
+        shutil.copyfile(repo / name, root / name)
+    created = create_service(root, "acme", 9123)
+    assert created.compose_file == root / "docker-compose.acme.yml"
+    text = created.compose_file.read_text()
+    # Its own image (a copy naming nexus/template would overwrite the template's when built),
+    # its own Dockerfile and directory, and its port everywhere the template has 9000.
+    assert "template" not in text
+    assert "9000" not in text
+    for expected in (
+        "nexus}/acme:", "dockerfile: services/acme/Dockerfile", "SERVICE_DIR: services/acme",
+        "SERVICE_NAME: acme", "http://acme:9123", "${ACME_HOST_PORT:-9123}:9123",
+        "http://127.0.0.1:9123/health",
+    ):  # fmt: skip
+        assert expected in text, expected
+    include = (root / "docker-compose.yml").read_text()
+    assert include.endswith("\n  - docker-compose.acme.yml\n")  # last in the include list
+    assert "docker compose up --build acme" in created.summary()
+    with pytest.raises(NewServiceError, match="already exists"):
+        create_service(root, "acme", 9124)
