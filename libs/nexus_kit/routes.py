@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
+from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .health import run_checks
@@ -19,7 +20,13 @@ async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@kit_router.get("/readyz", operation_id="kit.readyz")
+# Documented as answered, so a client (or schemathesis) can check the not-ready body too.
+_NOT_READY: dict[int | str, dict[str, Any]] = {
+    503: {"description": "Not ready (a critical check failed, or draining): the same body."}
+}
+
+
+@kit_router.get("/readyz", operation_id="kit.readyz", responses=_NOT_READY)
 async def readyz(request: Request) -> JSONResponse:
     """Readiness: the service's critical dependencies answer, and it is not draining."""
     kit = request.app.state.kit
@@ -38,7 +45,7 @@ async def metadata(request: Request) -> JSONResponse:
     return JSONResponse(doc.model_dump(mode="json", exclude_none=True))
 
 
-@kit_router.get("/metrics", operation_id="kit.metrics")
+@kit_router.get("/metrics", operation_id="kit.metrics", response_class=PlainTextResponse)
 async def metrics(request: Request) -> Response:
     registry = request.app.state.kit.metrics.registry
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
