@@ -117,8 +117,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         yield up
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    # Module scope: Playwright's sync API keeps an asyncio loop marked running in this thread
+    # while it is open, which async tests of later modules would trip over.
     require_chromium()
     from playwright.sync_api import sync_playwright
 

@@ -42,7 +42,7 @@ async def test_page_and_assets_are_served_with_a_strict_policy(client: httpx.Asy
         assert again.status_code == 304
 
 
-async def test_the_ui_keeps_no_token_in_storage() -> None:
+def test_the_ui_keeps_no_token_in_storage() -> None:
     lines = ASSETS["app.js"].body.decode().splitlines()
     code = "\n".join(line for line in lines if not line.lstrip().startswith("//"))
     for banned in ("localStorage", "sessionStorage", "document.cookie", "innerHTML"):

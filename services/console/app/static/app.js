@@ -221,7 +221,7 @@
   function renderOverview(view) {
     const status = h("span", { class: "live", id: "live-status" }, "connecting…");
     const body = h("div", { id: "overview-body" }, h("p", { class: "muted" }, "Waiting for the first snapshot…"));
-    view.append(h("div", { class: "row" }, h("h1", {}, "Overview"), status), body);
+    view.append(h("div", { class: "row head" }, h("h1", {}, "Overview"), status), body);
     const ctrl = new AbortController();
     S.feed = ctrl;
     (async () => {
