@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import jwt
 from cachetools import TTLCache
+from opentelemetry.trace import SpanKind
 
 from nexus_kit import (
     AuthenticationError,
@@ -26,6 +27,7 @@ from nexus_kit import (
     ServiceUnavailableError,
     get_logger,
 )
+from nexus_kit.tracing import inject, span
 
 from .credentials import credential_header, is_alias_admin
 from .guard import Access, Decision, Identity
@@ -128,10 +130,11 @@ class Authenticator:
             return self._stale_or(digest, _auth_down())
         headers = {"Authorization": f"Bearer {self.internal_token}"} if self.internal_token else {}
         try:
-            resp = await self.client().post(
-                base + INTROSPECT_PATH, json={"token": token}, headers=headers,
-                timeout=self.timeout_s,
-            )  # fmt: skip
+            with span("gateway.auth.introspect", kind=SpanKind.CLIENT):  # traceparent: inject()
+                resp = await self.client().post(
+                    base + INTROSPECT_PATH, json={"token": token}, headers=inject(headers),
+                    timeout=self.timeout_s,
+                )  # fmt: skip
         except httpx.HTTPError as exc:
             log.warning("introspection failed", error=type(exc).__name__)
             return self._stale_or(digest, _auth_down())

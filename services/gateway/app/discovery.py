@@ -31,6 +31,7 @@ from pydantic import ValidationError
 
 from nexus_kit import ServiceMetadata, get_logger
 from nexus_kit.metadata import Registration
+from nexus_kit.tracing import outgoing_headers
 
 from . import openai_upstream
 from .etcd import Change, Compacted, EtcdSource, KeyValue
@@ -472,6 +473,6 @@ async def fetch_metadata(http: httpx.AsyncClient, instance: Instance) -> Service
     kind = synthesized(instance.kind)
     if kind is not None:
         return await kind.fetch_metadata(http, instance)
-    resp = await http.get(instance.metadata_url)
+    resp = await http.get(instance.metadata_url, headers=outgoing_headers())
     resp.raise_for_status()
     return ServiceMetadata.model_validate_json(resp.content)

@@ -16,8 +16,10 @@ from typing import Any, Literal, Protocol
 
 import aetcd
 from aetcd.exceptions import RevisionCompactedError
+from opentelemetry.trace import SpanKind
 
 from nexus_kit.etcd import parse_endpoint
+from nexus_kit.tracing import span
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,8 +67,14 @@ class AetcdSource:
         )
 
     async def read(self, prefix: str) -> tuple[int, list[KeyValue]]:
-        result = await self._client.get_prefix(prefix.encode())
-        return result.header.revision, [_key_value(kv) for kv in result]
+        attributes = {"db.system.name": "etcd", "db.operation.name": "range",
+                      "nexus.etcd.prefix": prefix}  # fmt: skip
+        with span("etcd.get_prefix", kind=SpanKind.CLIENT, attributes=attributes) as current:
+            result = await self._client.get_prefix(prefix.encode())
+            found = [_key_value(kv) for kv in result]
+            current.set_attribute("nexus.etcd.keys", len(found))
+            current.set_attribute("nexus.etcd.revision", result.header.revision)
+        return result.header.revision, found
 
     async def current_revision(self, prefix: str) -> int:
         result = await self._client.get_prefix(prefix.encode(), keys_only=True)

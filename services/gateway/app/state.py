@@ -17,9 +17,11 @@ from contextlib import asynccontextmanager
 import aiohttp
 import httpx
 from fastapi import FastAPI
+from opentelemetry.trace import SpanKind
 from prometheus_client import CollectorRegistry
 
 from nexus_kit import CheckResult, ServiceMetadata, get_logger
+from nexus_kit.tracing import span
 
 from . import departed, oslimits
 from .aliases import Aliases
@@ -179,7 +181,10 @@ class GatewayState:
             await self.limiter.close()
 
     async def _fetch(self, instance: Instance) -> ServiceMetadata:
-        return await fetch_metadata(self.control, instance)
+        attributes = {"nexus.service": instance.service, "nexus.instance": instance.instance_id,
+                      "nexus.upstream.kind": instance.kind}  # fmt: skip
+        with span("gateway.discovery.fetch_metadata", kind=SpanKind.CLIENT, attributes=attributes):
+            return await fetch_metadata(self.control, instance)
 
     def _recovered(self, instance: Instance) -> None:
         if instance.kind != "nexus":

@@ -12,11 +12,14 @@ from typing import Any
 
 import httpx
 import pytest
+import respx
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 
 from app import spans as gateway_spans
+from app.auth import Authenticator
 from app.state import GatewayState
+from nexus_kit.tracing import span
 from nexus_testing.tracing import Spans, capture_spans
 from tests.support import gateway, metadata, settings
 from tests.upstream import DROP, FakeUpstream, Reply, Seen, answer
@@ -75,7 +78,8 @@ def hexid(value: int, width: int) -> str:
 
 
 def of_kind(spans: Spans, kind: SpanKind) -> ReadableSpan:
-    (found,) = [s for s in spans.all() if s.kind is kind]
+    """The one span of ``kind`` of the proxied request (discovery's own spans left out)."""
+    (found,) = [s for s in spans.all() if s.kind is kind and "http.route" in (s.attributes or {})]
     return found
 
 
@@ -89,8 +93,10 @@ async def test_one_trace_from_the_client_through_the_gateway_to_the_upstream(
         (seen,) = echo.calls("POST", "/v1/echo")
     server, proxy = of_kind(spans, SpanKind.SERVER), of_kind(spans, SpanKind.CLIENT)
     assert server.name == proxy.name == "POST /v1/echo"
-    assert server.parent is not None and hexid(server.parent.span_id, 16) == CLIENT_SPAN
-    assert proxy.parent is not None and proxy.parent.span_id == server.context.span_id
+    assert server.parent is not None
+    assert hexid(server.parent.span_id, 16) == CLIENT_SPAN
+    assert proxy.parent is not None
+    assert proxy.parent.span_id == server.context.span_id
     assert {hexid(s.context.trace_id, 32) for s in (server, proxy)} == {TRACE}
     # The upstream continues the proxy span, not the client's: one chain, no gaps.
     assert parent_of(seen) == (TRACE, hexid(proxy.context.span_id, 16))
@@ -135,7 +141,8 @@ async def test_an_ollama_stream_gets_genai_attributes_and_a_first_token_event(
     assert attrs["nexus.upstream.kind"] == "ollama"
     (event,) = [e for e in proxy.events if e.name == "gen_ai.first_token"]
     ttft = dict(event.attributes or {})["gen_ai.server.time_to_first_token"]
-    assert isinstance(ttft, float) and ttft >= 0
+    assert isinstance(ttft, float)
+    assert ttft >= 0
 
 
 async def test_an_upstream_failure_marks_the_span(spans: Spans) -> None:
@@ -175,3 +182,31 @@ async def test_off_the_clients_trace_headers_pass_through_unchanged() -> None:
     assert seen.header("traceparent") == TRACEPARENT
     assert seen.header("tracestate") == "acme=7"
     assert gateway_spans.current() is None
+
+
+async def test_metadata_fetches_are_spans_that_carry_their_traceparent(spans: Spans) -> None:
+    async with echo_upstream() as echo, through(echo):
+        pass
+    fetch = spans.one("gateway.discovery.fetch_metadata")
+    assert fetch.kind is SpanKind.CLIENT
+    assert dict(fetch.attributes or {})["nexus.service"] == "echo"
+    seen = echo.calls("GET", "/v1/metadata")[0]
+    assert parent_of(seen) == (hexid(fetch.context.trace_id, 32), hexid(fetch.context.span_id, 16))
+
+
+@respx.mock
+async def test_auth_introspection_is_a_child_span_and_carries_its_traceparent(
+    spans: Spans,
+) -> None:
+    route = respx.post("http://auth.test/v1/auth/introspect").respond(
+        json={"active": True, "subject": "usr_1", "role": "user", "key_id": "key_1"}
+    )
+    async with httpx.AsyncClient() as http:
+        auth = Authenticator(lambda: http, lambda: "http://auth.test", "internal-token-123456")
+        with span("request") as parent:
+            await auth.authenticate(b"Bearer nx-" + b"a" * 40)
+    introspect = spans.one("gateway.auth.introspect")
+    assert introspect.parent is not None
+    assert introspect.parent.span_id == parent.get_span_context().span_id
+    sent = route.calls.last.request.headers["traceparent"]
+    assert sent.split("-")[2] == hexid(introspect.context.span_id, 16)

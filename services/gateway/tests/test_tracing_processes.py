@@ -100,6 +100,10 @@ def test_a_request_through_gateway_and_tts_is_one_trace(
     assert synth.attributes["nexus.tts.backend"] == "stub"
     assert synth.attributes["nexus.tts.outcome"] == "ok"
     assert "first_audio" in synth.events
+    # Discovery's etcd read and metadata fetches are spans of their own (their own traces).
+    names = {(s.service, s.name) for s in receiver.snapshot()}
+    assert ("gateway", "etcd.get_prefix") in names
+    assert ("gateway", "gateway.discovery.fetch_metadata") in names
     # And the trace id is beside the request id on the log lines of both processes.
     for proc in (gateway, tts):
         lines = [json.loads(line) for line in proc.output().splitlines() if line.startswith("{")]
