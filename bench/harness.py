@@ -267,13 +267,13 @@ def run_wrk(
 
 
 def run_ttfe(
-    url: str, connections: int, duration_s: float, *, key: str | None = None
+    url: str, connections: int, duration_s: float, *, key: str | None = None, api: str = "chat"
 ) -> LoadResult:
     """``bench/ttfe.py`` as a child pinned to the load CPU; p50/p99 are time to first event."""
     cmd = pinned(
         [
             PYTHON, "-m", "bench.ttfe", url, "--concurrency", str(connections),
-            "--duration", str(duration_s), *(["--key", key] if key else []),
+            "--duration", str(duration_s), *(["--key", key] if key else []), "--api", api,
         ],
         LOAD_CPU,
     )  # fmt: skip

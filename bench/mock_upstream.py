@@ -9,6 +9,8 @@ with a regex over the body bytes.
   SSE: N ``chat.completion.chunk`` events (default 20) then ``data: [DONE]``, sent at once;
   with model ``paced`` (or header ``x-mock-pace-ms``), one event every 10 ms, the first at once.
   Header ``x-mock-chunks`` sets N.
+- ``POST /v1/responses`` (streamed): the same, as Responses API events (``response.created``,
+  N ``response.output_text.delta``, ``response.completed``), named SSE events, no ``[DONE]``.
 - ``GET /v1/models``, ``GET /api/tags`` (the same models, Ollama's shape), ``GET /api/version``,
   ``GET /health``, ``GET /readyz``.
 
@@ -94,6 +96,26 @@ SSE_HEAD = (
     b"transfer-encoding: chunked\r\n\r\n"
 )
 DONE_EVENT = b"data: [DONE]\n\n"
+
+
+def _named_event(kind: str, doc: dict[str, object]) -> bytes:
+    return f"event: {kind}\n".encode() + b"data: " + _json({"type": kind, **doc}) + b"\n\n"
+
+
+def _responses_events(model: str, chunks: int) -> list[bytes]:
+    """A Responses API stream: created, ``chunks - 2`` text deltas (at least one), completed."""
+    head = {"id": "resp_bench", "object": "response", "created_at": CREATED, "model": model}
+    ids = {"item_id": "msg_bench", "output_index": 0, "content_index": 0}
+    events = [_named_event("response.created", {"sequence_number": 0,
+                                                 "response": {**head, "status": "in_progress"}})]
+    for i in range(max(chunks - 2, 1)):
+        events.append(_named_event("response.output_text.delta",
+                                   {"sequence_number": i + 1, "delta": f"tok{i} ", **ids}))
+    done = {"sequence_number": len(events), "response": {**head, "status": "completed"}}
+    events.append(_named_event("response.completed", done))
+    return events  # fmt: skip
+
+
 CHUNKED_END = b"0\r\n\r\n"
 
 
@@ -122,7 +144,8 @@ class Responses:
         self.get = {
             b"/v1/models": _response(b"200 OK", _json(models_list)),
             b"/api/tags": _response(b"200 OK", _json(tags)),
-            b"/api/version": _response(b"200 OK", b'{"version":"0.6.0"}'),
+            # 0.14: the gateway routes /v1/responses and /v1/messages to it (ollama.SINCE)
+            b"/api/version": _response(b"200 OK", b'{"version":"0.14.0"}'),
             b"/health": _response(b"200 OK", b'{"status":"ok"}'),
             b"/readyz": _response(b"200 OK", b'{"status":"ready","checks":{}}'),
             b"/": _response(b"200 OK", b"Ollama is running", b"text/plain"),
@@ -145,6 +168,12 @@ class Responses:
             events = [_chunk_event(model, f"tok{i} ") for i in range(max(chunks - 1, 0))]
             events.append(_chunk_event(model, "end", "stop"))
             self.events[key] = [_chunked(e) for e in events] + [_chunked(DONE_EVENT)]
+        return self.events[key]
+
+    def responses_events(self, model: str, chunks: int) -> list[bytes]:
+        key = f"responses\0{model}\0{chunks}"
+        if key not in self.events:
+            self.events[key] = [_chunked(e) for e in _responses_events(model, chunks)]
         return self.events[key]
 
     def stream_at_once(self, model: str, chunks: int) -> bytes:
@@ -231,7 +260,7 @@ class MockProtocol(asyncio.Protocol):
         if transport is None:
             return
         path = req.url.split(b"?", 1)[0]
-        if req.method == b"POST" and path == b"/v1/chat/completions":
+        if req.method == b"POST" and path in (b"/v1/chat/completions", b"/v1/responses"):
             body = b"".join(req.body)
             found = _MODEL_RE.search(body)
             model = found.group(1).decode() if found else MODELS[0]
@@ -241,13 +270,17 @@ class MockProtocol(asyncio.Protocol):
                 DEFAULT_PACE_MS if model == PACED_MODEL else 0.0
             )  # fmt: skip
             chunks = req.chunks if req.chunks is not None else DEFAULT_CHUNKS
+            if path == b"/v1/responses":
+                events = RESPONSES.responses_events(model, chunks)
+            else:
+                events = RESPONSES.stream_events(model, chunks)
             if _STREAM_RE.search(body) is None:
                 transport.write(RESPONSES.completion[model])
             elif pace <= 0:
-                transport.write(RESPONSES.stream_at_once(model, chunks))
+                transport.write(SSE_HEAD + b"".join(events) + CHUNKED_END)
             else:
                 self.streaming = asyncio.get_running_loop().create_task(
-                    self._paced(req, model, chunks, pace / 1000.0)
+                    self._paced(req, events, pace / 1000.0)
                 )
                 return
         elif req.method == b"GET" and path in RESPONSES.get:
@@ -257,9 +290,8 @@ class MockProtocol(asyncio.Protocol):
         if not req.keep_alive:
             self._close()
 
-    async def _paced(self, req: Request, model: str, chunks: int, pace_s: float) -> None:
+    async def _paced(self, req: Request, events: list[bytes], pace_s: float) -> None:
         loop = asyncio.get_running_loop()
-        events = RESPONSES.stream_events(model, chunks)
         start = loop.time()
         try:
             if self.transport is None:

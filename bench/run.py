@@ -53,6 +53,7 @@ class Scenario:
     kind: str  # "wrk" or "ttfe"
     connections: int
     script: str = ""
+    api: str = "chat"  # ttfe: chat (/v1/chat/completions) or responses (/v1/responses)
 
 
 SCENARIOS = (
@@ -61,6 +62,7 @@ SCENARIOS = (
     Scenario("chat c128", "wrk", 128, "chat.lua"),
     Scenario("stream20 c32", "wrk", 32, "stream.lua"),
     Scenario("paced TTFE c32", "ttfe", 32),
+    Scenario("responses TTFE c32", "ttfe", 32, api="responses"),
 )
 TTFE = "paced TTFE c32"
 
@@ -257,7 +259,7 @@ def measure(target: Target, opts: argparse.Namespace, deadline: float) -> dict[s
             )
         else:
             rows[sc.name] = harness.run_ttfe(
-                target.url, sc.connections, opts.duration, key=target.key
+                target.url, sc.connections, opts.duration, key=target.key, api=sc.api
             )
         r = rows[sc.name]
         print(

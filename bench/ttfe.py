@@ -7,6 +7,9 @@ holding ``data:`` (SSE comments such as ``: keep-alive`` do not count), then rea
 to its end. Raw sockets plus httptools keep the client cheap, so it does not skew the figure.
 
     python bench/ttfe.py http://127.0.0.1:8800 --concurrency 32 --duration 8 --key nx-...
+
+``--api responses`` sends the same stream as a Responses API request (``POST /v1/responses``
+with ``input``; the first event is ``response.created``).
 """
 
 from __future__ import annotations
@@ -74,16 +77,16 @@ class _Response:
         self.complete = True
 
 
+PATHS = {"chat": "/v1/chat/completions", "responses": "/v1/responses"}
+
+
 def _request_bytes(host: str, path: str, key: str | None, model: str) -> bytes:
-    body = json.dumps(
-        {
-            "model": model,
-            "messages": [{"role": "user", "content": "Say hello."}],
-            "max_tokens": 16,
-            "stream": True,
-        },
-        separators=(",", ":"),
-    ).encode()
+    doc: dict[str, object] = {"model": model, "stream": True}
+    if path.endswith("/v1/responses"):
+        doc |= {"input": "Say hello.", "max_output_tokens": 16}
+    else:
+        doc |= {"messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 16}
+    body = json.dumps(doc, separators=(",", ":")).encode()
     head = (
         f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
         f"Accept: text/event-stream\r\nContent-Length: {len(body)}\r\n"
@@ -111,11 +114,12 @@ async def _one_stream(
 
 
 async def _worker(
-    url: str, key: str | None, model: str, deadline: float, result: TtfeResult, jitter_s: float
+    url: str, key: str | None, model: str, deadline: float, result: TtfeResult, jitter_s: float,
+    api: str = "chat",
 ) -> None:
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
-    path = (parts.path.rstrip("/") or "") + "/v1/chat/completions"
+    path = (parts.path.rstrip("/") or "") + PATHS[api]
     request = _request_bytes(f"{host}:{port}", path, key, model)
     await asyncio.sleep(random.uniform(0, jitter_s))
     writer: asyncio.StreamWriter | None = None
@@ -153,6 +157,7 @@ async def measure(
     key: str | None = None,
     model: str = "paced",
     jitter_s: float = 0.01,
+    api: str = "chat",
 ) -> TtfeResult:
     """Run ``concurrency`` paced streams back to back for ``duration_s``; streams started
     before the deadline run to their end."""
@@ -160,7 +165,7 @@ async def measure(
     start = time.perf_counter()
     deadline = start + duration_s
     await asyncio.gather(
-        *(_worker(url, key, model, deadline, result, jitter_s) for _ in range(concurrency))
+        *(_worker(url, key, model, deadline, result, jitter_s, api) for _ in range(concurrency))
     )
     result.duration_s = time.perf_counter() - start
     return result
@@ -173,8 +178,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", "-d", type=float, default=8.0)
     parser.add_argument("--key", default=None, help="bearer key")
     parser.add_argument("--model", default="paced")
+    parser.add_argument("--api", choices=sorted(PATHS), default="chat")
     args = parser.parse_args(argv)
-    result = uvloop.run(measure(args.url, args.concurrency, args.duration, args.key, args.model))
+    result = uvloop.run(
+        measure(args.url, args.concurrency, args.duration, args.key, args.model, api=args.api)
+    )
     print("BENCH_JSON " + json.dumps(result.summary()))
     return 0
 
