@@ -1,6 +1,7 @@
 # Nexus developer commands. Everything runs from the repo's own virtualenv in .venv/.
 #   make up     start etcd + every service locally (Ctrl-C stops them all)
 #   make test   bootstrap, lint, type-check and run every test suite
+#   make compose-test   build the images and run docker compose for real (root; CI runs it)
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
@@ -11,7 +12,7 @@ STAMP  := $(VENV)/.synced
 EXTRAS := $(VENV)/.extras
 SERVICES := $(patsubst services/%/pyproject.toml,%,$(wildcard services/*/pyproject.toml))
 
-.PHONY: bootstrap extras up test test-only lint typecheck requirements bench chaos clean
+.PHONY: bootstrap extras up test test-only compose-test lint typecheck requirements bench chaos clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +48,11 @@ typecheck: bootstrap
 
 test: bootstrap extras lint typecheck
 	$(PY) scripts/test_all.py
+
+# Docker Compose built and run for real: dockerd only inside a network namespace of its own,
+# offline (local base images and package index). Skips without root/apt/netns unless CI=true.
+compose-test: bootstrap
+	$(PY) scripts/compose_test.py
 
 # Run a subset: make test-only SUITES="services/gateway libs"
 test-only: bootstrap

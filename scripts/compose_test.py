@@ -312,7 +312,7 @@ class Sandbox:
             **os.environ,
             "DOCKER_HOST": f"unix://{self.sock}",
             "DOCKER_CONFIG": str(scratch / "docker-config"),
-            "DOCKER_BUILDKIT": "0",  # the classic builder: no buildx here (ADR 0007)
+            "DOCKER_BUILDKIT": "0",  # the classic builder: no buildx here (ADR 0009)
             "COMPOSE_BAKE": "false",
         }
 
