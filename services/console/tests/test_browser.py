@@ -132,6 +132,11 @@ def test_key_created_in_the_console_works_with_the_sdk_until_revoked(
     expect(row).to_be_visible()
     expect(row.locator("td[data-field=rate_limit_rpm]")).to_have_text("120")
     assert secret not in page.locator("#keys-table").inner_text()  # the secret is shown once
+    row.get_by_role("button", name="Edit limits").click()
+    row.locator("input[name=rate_limit_tpm]").fill("5000")
+    page.get_by_role("button", name="Save").click()
+    expect(row.locator("td[data-field=rate_limit_tpm]")).to_have_text("5,000")
+    expect(row.locator("td[data-field=rate_limit_rpm]")).to_have_text("120")  # left as it was
 
     client = openai.OpenAI(base_url=f"{stack.gateway}/v1", api_key=secret, max_retries=0)
     try:
@@ -202,6 +207,8 @@ def test_a_user_sees_no_admin_page_and_the_gateway_refuses_anyway(page: Page, st
     assert page.locator("#services-table, #live-status, #alias-form").count() == 0
     page.click("#nav a[data-page=keys]")
     expect(page.locator("#create-key input[name=user_id]")).to_have_count(0)  # no owner field
+    expect(page.locator("#keys-table tr[data-key]")).to_have_count(1)  # only their own key
+    expect(page.get_by_role("button", name="Edit limits")).to_have_count(0)
     for path in ("/v1/services/events", "/v1/services", "/v1/routes"):
         refused = httpx.get(f"{stack.gateway}{path}", headers={"Authorization": f"Bearer {key}"})
         assert refused.status_code == 403, path

@@ -361,7 +361,8 @@
       if (revoke.dataset.armed !== "1") { revoke.dataset.armed = "1"; revoke.textContent = "Confirm revoke"; return; }
       try { await api("DELETE", `/v1/api-keys/${encodeURIComponent(key.id)}`); await loadKeys(list, fail); } catch (e) { fail(e); }
     } }, "Revoke");
-    actions.append(edit, " ", revoke);
+    if (isAdmin()) actions.append(edit, " "); // the auth service lets admins change limits
+    actions.append(revoke);
     const cells = [h("td", {}, key.name), h("td", { class: "mono" }, key.id), h("td", { class: "mono" }, key.prefix),
       isAdmin() ? h("td", { class: "mono" }, key.user_id) : null,
       ...LIMITS.map(([field]) => h("td", { class: "num", "data-field": field }, field in key ? fmt(key[field]) : "—")),
