@@ -126,6 +126,24 @@ def test_messages_errors_come_in_anthropics_shape(claude: anthropic.Anthropic, g
     assert bad.json()["error"]["type"] == "invalid_request_error"
 
 
+def test_an_older_ollama_gets_only_the_paths_its_version_serves(etcd: EtcdServer, gw: str) -> None:
+    gate = Gate()
+    with UvicornThread(ollama(gate, version="0.13.5", models=("old:latest",))) as old:
+        key = register(etcd, "ollama-old", old.url, kind="ollama")
+        try:
+            wait_until(lambda: "old:latest" in model_ids(gw), 10, "the old Ollama's model")
+            responses = httpx.post(f"{gw}/v1/responses", json={"model": "old", "input": "hi"})
+            assert responses.status_code == 200, responses.text
+            assert responses.json()["output"][0]["content"][0]["text"] == "Hello there"
+            messages = httpx.post(f"{gw}/v1/messages", json={"model": "old", "max_tokens": 8,
+                                                             "messages": USER})  # fmt: skip
+            assert messages.status_code == 404  # 0.13.5 has no /v1/messages: not routed there
+            assert messages.json()["error"]["type"] == "not_found_error"
+            assert len(gate.bodies) == 1  # only the Responses call reached it
+        finally:
+            etcd.delete(key)
+
+
 def test_openai_paths_without_v1(gw: str) -> None:
     with openai.OpenAI(base_url=gw, api_key="k", max_retries=0) as bare:
         reply = bare.chat.completions.create(model="llama3.2", messages=USER)  # type: ignore[arg-type]
