@@ -139,3 +139,22 @@ def test_dockerignore_keeps_secrets_state_and_venvs_out_of_images() -> None:
     rules = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
     assert [p for p in KEPT_OUT if not dockerignore_excludes(p, rules)] == []
     assert [p for p in LET_IN if dockerignore_excludes(p, rules)] == []
+
+
+@pytest.mark.parametrize("service", SERVICE_DIRS, ids=ids)
+def test_builds_offline_and_behind_a_mirror(service: Path) -> None:
+    """No ``# syntax=`` line (it makes every BuildKit build ask Docker Hub for a frontend) and
+    the package index as build args (a mirror; make compose-test's local index)."""
+    text = (service / "Dockerfile").read_text()
+    assert "# syntax=" not in text
+    dockerfile = parse_dockerfile(service / "Dockerfile")
+    args = [a.split("=")[0] for a in dockerfile.all("ARG")]
+    assert {"PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL"} <= set(args)
+    first_pip = next(i for i, (k, v) in enumerate(dockerfile.instructions) if "pip install" in v)
+    declared = max(
+        i for i, (k, v) in enumerate(dockerfile.instructions) if k == "ARG" and "PIP_" in v
+    )
+    assert declared < first_pip, "declare the index args before the first pip install"
+    # BuildKit-only syntax would break the classic builder make compose-test uses (ADR 0009).
+    assert "--chmod" not in text
+    assert "--mount" not in text
