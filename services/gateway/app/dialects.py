@@ -39,7 +39,9 @@ def is_anthropic(path: str) -> bool:
     """Whether a request path speaks Anthropic's Messages API (errors in its shape)."""
     if path.startswith(MESSAGES_PATH):
         return path == MESSAGES_PATH or path[len(MESSAGES_PATH)] == "/"
-    return path.startswith("/services/") and f"{MESSAGES_PATH}" in path
+    return path.startswith("/services/") and (
+        path.endswith(MESSAGES_PATH) or f"{MESSAGES_PATH}/" in path
+    )
 
 
 def anthropic_envelope(error: NexusError) -> dict[str, Any]:
