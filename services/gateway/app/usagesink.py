@@ -62,6 +62,7 @@ class UsageMetrics:
     _token``) under ``nexus_``, plus the delivery buffer's depth, spool and drops."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
         self.tokens = Counter(
             "nexus_gen_ai_client_token_usage", "Tokens used, by requested model and direction.",
             ["gen_ai_request_model", "gen_ai_token_type"], registry=registry,
