@@ -71,7 +71,8 @@ chaos: bootstrap
 	$(PY) scripts/chaos.py
 
 bench: bootstrap
-	$(PY) bench/run.py
+	$(PY) bench/run.py --budget 300
+	$(PY) bench/scale.py
 
 clean:
 	rm -rf $(VENV) .nexus .mypy_cache .ruff_cache

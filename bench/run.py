@@ -156,17 +156,32 @@ def start_gateway(procs: Procs, mock_url: str, opts: argparse.Namespace, tmp: Pa
             }
         )
         note = "auth on (API key checked with the auth service, cached)"
-    cmd = [harness.PYTHON, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1",
-           "--port", str(port), *image_options(GATEWAY_DIR)]  # fmt: skip
-    if opts.gateway_workers > 1:
-        cmd += ["--workers", str(opts.gateway_workers)]
-        note += f", {opts.gateway_workers} workers"
+    cmd = gateway_command(port, opts.gateway_workers)
+    note += f", {opts.gateway_workers} worker{'s' if opts.gateway_workers > 1 else ''}"
     proc = procs.start("gateway", cmd, cpu=harness.TARGET_CPU, env=env, cwd=GATEWAY_DIR)
     url = f"http://127.0.0.1:{port}"
     harness.wait_http(url + "/readyz", proc, timeout_s=60)
     if key is not None:
         note = _auth_enforced(url, note)
     return Target("gateway", url, key, note)
+
+
+def gateway_command(port: int, workers: int) -> list[str]:
+    """The gateway as its image runs it: the image's CMD (``python -m app.workers``, whose
+    workers run uvicorn on asyncio's loop), on loopback, a given port and worker count."""
+    args = image_command(GATEWAY_DIR)
+    if args[:3] != ["python", "-m", "app.workers"]:  # an image of uvicorn app.main:app
+        return [harness.PYTHON, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1",
+                "--port", str(port), *image_options(GATEWAY_DIR)]  # fmt: skip
+    return [harness.PYTHON, "-m", "app.workers", "--host", "127.0.0.1", "--port", str(port),
+            "--workers", str(workers)]  # fmt: skip
+
+
+def image_command(service_dir: Path) -> list[str]:
+    dockerfile = service_dir / "Dockerfile"
+    lines = dockerfile.read_text().splitlines() if dockerfile.is_file() else []
+    cmd_lines = [ln for ln in lines if ln.startswith("CMD ")]
+    return list(json.loads(cmd_lines[-1].removeprefix("CMD "))) if cmd_lines else []
 
 
 def image_options(service_dir: Path) -> list[str]:
@@ -404,7 +419,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--auth", choices=("auto", "on", "off"), default="auto",
         help="gateway auth (auto: on when services/gateway/.env.example has NEXUS_AUTH_ENABLED)",
     )  # fmt: skip
-    parser.add_argument("--gateway-workers", type=int, default=1, help="uvicorn --workers")
+    parser.add_argument("--gateway-workers", type=int, default=1, help="GATEWAY_WORKERS")
     parser.add_argument(
         "--etcd-endpoints", default="", help="ETCD_ENDPOINTS for the gateway (default: none)"
     )

@@ -49,7 +49,7 @@ def test_dockerfile_shape(service: Path) -> None:
     assert dockerfile.instructions[-1][0] in ("CMD", "HEALTHCHECK", "EXPOSE", "USER")
 
     cmd = dockerfile.cmd
-    # uvicorn on the app, or the gateway's supervisor of N uvicorn workers (docs/adr/0007).
+    # uvicorn on the app, or the gateway's supervisor of N uvicorn workers (docs/adr/0012).
     assert cmd[:2] == ["uvicorn", "app.main:app"] or cmd[:3] == ["python", "-m", "app.workers"]
     assert cmd[cmd.index("--host") + 1] == "0.0.0.0"
     port = int(cmd[cmd.index("--port") + 1])

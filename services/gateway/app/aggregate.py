@@ -9,7 +9,7 @@ supervisor adds its own: workers alive, restarts, and requests per worker (to se
 
 An aggregating endpoint rather than prometheus_client's multiprocess mode: the gateway's live
 gauges are computed at scrape time from each worker's state (no files to write per request),
-and the request path keeps its in-process counters (docs/adr/0007-gateway-workers.md).
+and the request path keeps its in-process counters (docs/adr/0012-gateway-workers.md).
 """
 
 from __future__ import annotations

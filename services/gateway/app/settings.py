@@ -71,7 +71,7 @@ class GatewaySettings(ServiceSettings):
     # Move everything alive after startup out of the collector's reach (gc.freeze): full
     # collections then scan only request-time objects (~35 ms -> <1 ms under load).
     gc_freeze_after_startup: bool = True
-    # Worker processes on one port (app/workers.py, docs/adr/0007): 0 = one per CPU this
+    # Worker processes on one port (app/workers.py, docs/adr/0012): 0 = one per CPU this
     # process may use. Backlog and client connections (per worker) size the OS limits checked
     # at start (app/oslimits.py); the metrics socket is set by the supervisor for its workers.
     gateway_workers: int = Field(0, ge=0, le=512)

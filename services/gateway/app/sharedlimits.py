@@ -5,7 +5,7 @@ sized for ``slots`` counters, and hands its path to every worker as
 ``RATE_LIMIT_STORAGE_URL=shm://<path>``; each worker maps it and counts in it. It is a
 ``limits`` storage (fixed window and sliding window counter), so request limits and token
 quotas built on ``limits`` strategies count once per host however many workers serve
-(docs/adr/0007-gateway-workers.md says why this over a counter process or SQLite).
+(docs/adr/0012-gateway-workers.md says why this over a counter process or SQLite).
 
 Layout: a 16-byte header (magic, slot count), then ``slots`` records of 32 bytes: a 16-byte
 BLAKE2b digest of the key (all zeros: never used), the count (int64) and its expiry (unix
