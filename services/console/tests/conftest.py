@@ -34,6 +34,7 @@ PASSWORD = "correct horse battery staple"
 class Stack:
     gateway: str
     admin_key: str
+    internal_token: str  # the gateway's credential for introspection and usage delivery
     etcd: EtcdServer
     processes: dict[str, ServiceProcess] = field(default_factory=dict)
 
@@ -100,12 +101,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             "OLLAMA_BASE_URL": ollama.url, "NEXUS_INTERNAL_TOKEN": internal,
             "GATEWAY_METRICS_PORT": "0", "AUTH_CACHE_TTL_S": "1",
             "AUTH_NEGATIVE_CACHE_TTL_S": "1", "HEALTH_PROBE_INTERVAL_S": "1",
-            "GC_FREEZE_AFTER_STARTUP": "false",
+            "GC_FREEZE_AFTER_STARTUP": "false", "USAGE_SPOOL_DIR": str(tmp / "spool"),
+            "USAGE_RETRY_MAX_S": "1",
         })  # fmt: skip
         for proc in procs.values():
             wait_for_http(f"{proc.url}/readyz", timeout_s=90)
         gateway = procs["gateway"].url
-        up = Stack(gateway, admin_key, etcd, procs)
+        up = Stack(gateway, admin_key, internal, etcd, procs)
 
         def routed() -> bool:
             models = httpx.get(f"{gateway}/v1/models", headers=up.admin(), timeout=5)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import time
 from pathlib import Path
 from typing import Any
 
@@ -225,3 +226,96 @@ def test_signing_out_forgets_the_token(page: Page, stack: Stack) -> None:
     assert storage == [0, 0, ""]
     page.evaluate("location.hash = '#keys'")  # no page without signing in again
     expect(page.locator("#keys-table")).to_have_count(0)
+
+
+def test_aliases_page_manages_an_alias_the_sdk_can_use(page: Page, stack: Stack) -> None:
+    admin = stack.new_user("admin")
+    sign_in_password(page, stack, admin["username"])
+    page.click("#nav a[data-page=aliases]")
+    alias = f"console-{secrets.token_hex(3)}"
+    page.fill("#alias-form input[name=alias]", alias)
+    page.fill("#alias-form textarea[name=models]", "no-such-model\nllama3.2:latest")
+    page.click("#alias-form button[type=submit]")
+    row = page.locator(f"#aliases-table tr[data-alias='{alias}']")
+    expect(row.locator("li")).to_have_text(["no-such-model", "llama3.2:latest"])  # in order
+    client = openai.OpenAI(base_url=f"{stack.gateway}/v1", api_key=stack.admin_key, max_retries=0)
+    try:
+        reply = client.chat.completions.create(
+            model=alias, messages=[{"role": "user", "content": "hi"}]
+        )
+        assert reply.choices[0].message.content == REPLY  # fell back to the second model
+        row.get_by_role("button", name="Delete").click()
+        expect(row).to_have_count(0)
+        with pytest.raises(openai.NotFoundError):
+            client.chat.completions.create(
+                model=alias, messages=[{"role": "user", "content": "hi"}]
+            )
+    finally:
+        client.close()
+    page.fill("#alias-form input[name=alias]", "bad alias!")
+    page.fill("#alias-form textarea[name=models]", "llama3.2:latest")
+    page.click("#alias-form button[type=submit]")
+    shown = page.locator("#view .inline-error")
+    expect(shown).to_be_visible()
+    api = httpx.put(
+        f"{stack.gateway}/v1/aliases/bad%20alias!", json={"models": ["llama3.2:latest"]},
+        headers=stack.admin(),
+    )  # fmt: skip
+    assert api.status_code == 400
+    assert shown.inner_text() == api.json()["error"]["message"]  # the API's own message
+
+
+def test_usage_page_charts_tokens_by_model_and_by_key(
+    page: Page, stack: Stack, tmp_path: Path
+) -> None:
+    env = {
+        "ETCD_ENDPOINTS": stack.etcd.endpoint, "LOG_LEVEL": "WARNING",
+        "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'usage.db'}",
+        "NEXUS_INTERNAL_TOKEN": stack.internal_token,
+    }  # fmt: skip
+    usage = ServiceProcess(SERVICES / "usage", env=env).start(wait="/readyz")
+    try:
+        user = stack.new_user("user")
+        key = stack.new_key(user["id"])
+        key_id = httpx.get(
+            f"{stack.gateway}/v1/auth/me", headers={"Authorization": f"Bearer {key}"}
+        ).json()["key_id"]
+        since = int(time.time()) - 3600
+        query = (
+            f"{stack.gateway}/v1/organization/usage/completions"
+            f"?start_time={since}&bucket_width=1h&group_by=api_key_id"
+        )
+        wait_until(
+            lambda: httpx.get(query, headers=stack.admin()).status_code == 200, 30, "usage routed"
+        )
+        client = openai.OpenAI(base_url=f"{stack.gateway}/v1", api_key=key, max_retries=0)
+        try:
+            for _ in range(2):
+                client.chat.completions.create(
+                    model="llama3.2:latest", messages=[{"role": "user", "content": "hi"}]
+                )
+        finally:
+            client.close()
+
+        def recorded() -> bool:
+            body = httpx.get(query, headers=stack.admin()).json()
+            results = [r for b in body["data"] for r in b["results"]]
+            return any(r.get("api_key_id") == key_id for r in results)
+
+        wait_until(recorded, 30, "the gateway delivered the usage records")
+        admin = stack.new_user("admin")
+        sign_in_password(page, stack, admin["username"])
+        page.click("#nav a[data-page=usage]")
+        table = page.locator("#usage-table")
+        expect(table).to_contain_text("llama3.2:latest")  # grouped by model first
+        assert page.locator("#chart-tokens rect").count() >= 1
+        assert page.locator("#chart-requests rect").count() >= 1
+        page.select_option("select[name=group_by]", "api_key_id")
+        row = table.locator("tr", has_text=key_id)
+        expect(row).to_be_visible()
+        expect(row.locator("td").nth(2)).to_have_text("2")  # two requests with that key
+        page.select_option("select[name=bucket_width]", "1h")
+        expect(table.locator("tr", has_text=key_id)).to_be_visible()
+        shoot(page, "usage")
+    finally:
+        usage.stop()
