@@ -37,7 +37,10 @@ READ_BESIDES_FIELDS = {
 # Specified for a service but not read by it yet, tolerated until it is (then drop the entry).
 NOT_READ_YET: set[tuple[str, str]] = set()
 # What images and orchestrators set for the runtime, not for the service's settings.
-RUNTIME_VARIABLES = re.compile(r"^(PYTHON[A-Z_]*|PIP_[A-Z_]+|HF_HOME|POD_NAME|POD_IP)$")
+# OTEL_*: read by the OpenTelemetry SDK itself (nexus_kit/tracing.py), not by settings.
+RUNTIME_VARIABLES = re.compile(
+    r"^(PYTHON[A-Z_]*|PIP_[A-Z_]+|HF_HOME|POD_NAME|POD_IP|OTEL_[A-Z_]+)$"
+)
 
 SERVICES = runnable_services()
 
