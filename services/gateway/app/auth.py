@@ -27,6 +27,7 @@ from nexus_kit import (
     ServiceUnavailableError,
     get_logger,
 )
+from nexus_kit.errors import quote_input
 from nexus_kit.tracing import inject, span
 
 from .credentials import credential_header, is_alias_admin
@@ -246,7 +247,7 @@ class AuthGuard:
         identity = await self.authenticator.authenticate(credential_header(access.headers))
         admin_only = access.path in self.admin_paths or is_alias_admin(access.path)
         if admin_only and not identity.is_admin:
-            raise PermissionDeniedError(f"{access.path} is for administrators only.")
+            raise PermissionDeniedError(f"{quote_input(access.path)} is for administrators only.")
         quota = await self.limiter.hit(identity.limit_key, identity.rate_limit_rpm)
         headers = quota.headers() if quota else []
         metered = self.tokens is not None and kind_of(access.path) is not None
