@@ -193,6 +193,10 @@ def _instance_doc(instance: Instance, upstreams: Upstreams) -> dict[str, Any]:
         **_instance_ref(instance, upstreams),
         "kind": instance.kind,
         "draining": instance.draining,
+        # Set while its key is gone by lease expiry and it is kept for passing its probe (grace.py)
+        "lease_expired_at": datetime.fromtimestamp(instance.expired_at, UTC).isoformat()
+        if instance.expired_at
+        else None,
         "version": meta.service.version if meta else None,
         "in_flight": state.in_flight if state else 0,
         "consecutive_failures": state.failures if state else 0,

@@ -233,3 +233,13 @@ def _lease_of(etcd: EtcdServer, prefix: str) -> int:
 def _revoke(etcd: EtcdServer, lease: int) -> None:
     resp = httpx.post(f"{etcd.endpoint}/v3/lease/revoke", json={"ID": lease}, timeout=5)
     resp.raise_for_status()
+
+
+def test_services_view_shows_an_instance_kept_under_the_lease_grace() -> None:
+    from app.routes import _instance_doc
+    from app.upstreams import Upstreams
+    from tests.support import instance
+
+    kept = _instance_doc(instance("acme", lease=7, expired_at=1_700_000_000.0), Upstreams(3, 10))
+    assert kept["lease_expired_at"] == "2023-11-14T22:13:20+00:00"
+    assert _instance_doc(instance("acme", lease=7), Upstreams(3, 10))["lease_expired_at"] is None
