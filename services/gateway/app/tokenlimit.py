@@ -65,18 +65,29 @@ class TokenLimiter:
     def __init__(self, storage: Storage) -> None:
         self.limiter = FixedWindowRateLimiter(storage)
         self._items: dict[tuple[str, int], RateLimitItem] = {}
+        self._calendar_at = -1
+        self._calendar_ids = ("", "")
 
     def _windows(self, quota: TokenQuota) -> list[tuple[str, RateLimitItem, str]]:
         """(name, item, window id) per configured limit."""
-        now = datetime.now(UTC)
+        day, month = self._calendar()
         out: list[tuple[str, RateLimitItem, str]] = []
         if quota.tpm:
             out.append(("tpm", self._item("tpm", quota.tpm), ""))
         if quota.daily:
-            out.append(("daily", self._item("daily", quota.daily), now.strftime("%Y%m%d")))
+            out.append(("daily", self._item("daily", quota.daily), day))
         if quota.monthly:
-            out.append(("monthly", self._item("monthly", quota.monthly), now.strftime("%Y%m")))
+            out.append(("monthly", self._item("monthly", quota.monthly), month))
         return out
+
+    def _calendar(self) -> tuple[str, str]:
+        """Today's and this month's window ids (UTC), worked out once a second."""
+        second = int(time.time())
+        if self._calendar_at != second:
+            now = datetime.fromtimestamp(second, UTC)
+            self._calendar_ids = (now.strftime("%Y%m%d"), now.strftime("%Y%m"))
+            self._calendar_at = second
+        return self._calendar_ids
 
     def _item(self, name: str, amount: int) -> RateLimitItem:
         item = self._items.get((name, amount))
@@ -92,17 +103,19 @@ class TokenLimiter:
         headers: list[tuple[bytes, bytes]] = []
         try:
             for name, item, window in self._windows(quota):
+                if name != "tpm":  # a budget: its count is all we need (one storage read)
+                    spent = await self.limiter.storage.get(item.key_for(name, key, window))
+                    if spent >= item.amount:
+                        raise _refusal(InsufficientQuotaError, item, f"{name} budget",
+                                       _calendar_reset(name), headers)  # fmt: skip
+                    continue
                 stats = await self.limiter.get_window_stats(item, name, key, window)
-                if name == "tpm":
-                    used = stats.remaining < item.amount
-                    reset_s = max(stats.reset_time - time.time(), 0.0) if used else 0.0
-                    headers = _headers(item.amount, stats.remaining, reset_s)
-                    if stats.remaining <= 0:
-                        raise _refusal(TokenRateLimitError, item, "per minute (TPM)",
-                                       reset_s, headers)  # fmt: skip
-                elif stats.remaining <= 0:
-                    raise _refusal(InsufficientQuotaError, item, f"{name} budget",
-                                   _calendar_reset(name), headers)  # fmt: skip
+                started = stats.remaining < item.amount
+                reset_s = max(stats.reset_time - time.time(), 0.0) if started else 0.0
+                headers = _headers(item.amount, stats.remaining, reset_s)
+                if stats.remaining <= 0:
+                    raise _refusal(TokenRateLimitError, item, "per minute (TPM)",
+                                   reset_s, headers)  # fmt: skip
         except RateLimitError:
             raise
         except Exception as exc:

@@ -1,6 +1,6 @@
 """Writes (idempotent batch ingest) and reads (time buckets, per-key totals) of usage records.
 
-Ingest is ``INSERT ... ON CONFLICT (id) DO NOTHING ... RETURNING id`` in chunks, on SQLite
+Ingest is ``INSERT ... ON CONFLICT (id) DO NOTHING ... RETURNING id`` (executemany), on SQLite
 and PostgreSQL alike, so a batch the gateway resends after a lost answer counts once. Reads
 aggregate in SQL: ``(created_at - start) // width`` numbers the bucket.
 """
@@ -18,8 +18,6 @@ from .db import Database
 from .models import UsageRecord
 from .schemas import RecordIn
 
-# 23 columns a row: 500 rows stay under SQLite's and PostgreSQL's bound-parameter limits.
-_CHUNK = 500
 R = UsageRecord
 
 
@@ -28,16 +26,13 @@ async def ingest(db: Database, records: Sequence[RecordIn]) -> int:
     unique = {r.id: r.model_dump() for r in records}
     rows = list(unique.values())
     insert = postgresql.insert if db.dialect == "postgresql" else sqlite.insert
-    inserted = 0
+    if not rows:
+        return 0
+    # One statement, many parameter sets: SQLAlchemy's "insertmanyvalues" sends them in
+    # multi-row batches within the drivers' parameter limits, compiled once (cached).
+    stmt = insert(R).on_conflict_do_nothing(index_elements=["id"]).returning(R.id)
     async with db.session() as session:
-        for start in range(0, len(rows), _CHUNK):
-            stmt = (
-                insert(R)
-                .values(rows[start : start + _CHUNK])
-                .on_conflict_do_nothing(index_elements=["id"])
-                .returning(R.id)
-            )
-            inserted += len((await session.execute(stmt)).all())
+        inserted = len((await session.execute(stmt, rows)).all())
         await session.commit()
     return inserted
 
