@@ -73,6 +73,7 @@ chaos: bootstrap
 bench: bootstrap
 	$(PY) bench/run.py --budget 300
 	$(PY) bench/scale.py
+	$(PY) bench/usage.py
 
 clean:
 	rm -rf $(VENV) .nexus .mypy_cache .ruff_cache
