@@ -19,6 +19,7 @@ import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from openapi_spec_validator import validate
 from schemathesis.checks import not_a_server_error
+from schemathesis.core.result import Ok
 from schemathesis.generation import GenerationMode
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -97,7 +98,10 @@ def test_schemathesis_finds_no_5xx_and_no_answer_off_the_document(
     try:
         wait_until(lambda: "/v1/echo" in document(gw)["paths"], 10, "the template routed")
         schema = schemathesis.openapi.from_dict(document(gw))
-        operations = [result.ok() for result in schema.get_all_operations()]
+        operations = []
+        for result in schema.get_all_operations():
+            assert isinstance(result, Ok), result  # every operation of the document loads
+            operations.append(result.ok())
         tested = 0
         for operation in operations:
             if _endless(operation.definition.raw):

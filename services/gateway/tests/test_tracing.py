@@ -210,3 +210,22 @@ async def test_auth_introspection_is_a_child_span_and_carries_its_traceparent(
     assert introspect.parent.span_id == parent.get_span_context().span_id
     sent = route.calls.last.request.headers["traceparent"]
     assert sent.split("-")[2] == hexid(introspect.context.span_id, 16)
+
+
+async def test_a_kind_openai_upstream_gets_the_proxy_spans_traceparent(spans: Spans) -> None:
+    fake = FakeUpstream()
+    models = {"object": "list", "data": [{"id": "qwen", "object": "model", "owned_by": "vllm"}]}
+    fake.route("GET", "/v1/models", answer(Reply.json(models)))
+    fake.route("GET", "/health", answer(Reply(200)))
+    fake.route("POST", "/v1/chat/completions", answer(Reply.json({"id": "c", "choices": []})))
+    async with fake, gateway(settings(nexus_openai_upstreams=f"vllm={fake.url}")) as (client, _):
+        body = {"model": "qwen", "messages": []}
+        resp = await client.post("/v1/chat/completions", json=body,
+                                 headers={"traceparent": TRACEPARENT})  # fmt: skip
+        assert resp.status_code == 200, resp.text
+        (seen,) = fake.calls("POST", "/v1/chat/completions")
+    proxy = spans.one("chat qwen")
+    assert parent_of(seen) == (TRACE, hexid(proxy.context.span_id, 16))
+    attrs = dict(proxy.attributes or {})
+    assert attrs["gen_ai.provider.name"] == "openai"
+    assert attrs["nexus.upstream.kind"] == "openai"
