@@ -22,6 +22,7 @@ import orjson
 import pytest
 
 from app.main import build_app
+from app.state import GatewayState
 from nexus_testing import UvicornThread, free_port, wait_for_http
 from tests.llm_fakes import Server, openai_server
 from tests.support import settings
@@ -33,7 +34,7 @@ SLOW = Server("vllm", ("slow",))
 
 
 @pytest.fixture(scope="module")
-def gw() -> Iterator[str]:
+def served() -> Iterator[tuple[str, GatewayState]]:
     QUICK.gate.unavailable.add("busy")
     with UvicornThread(openai_server(QUICK)) as quick, UvicornThread(openai_server(SLOW)) as slow:
         gone = f"http://127.0.0.1:{free_port()}"  # nothing listens there
@@ -41,9 +42,15 @@ def gw() -> Iterator[str]:
             nexus_openai_upstreams=f"quick={quick.url},slow={slow.url}/v1,gone={gone}",
             upstream_total_timeout_s=2.0, sse_first_comment_s=0.3,
         )  # fmt: skip
-        with UvicornThread(build_app(config)) as gateway:
+        app = build_app(config)
+        with UvicornThread(app) as gateway:
             wait_for_http(f"{gateway.url}/readyz", timeout_s=15)
-            yield gateway.url
+            yield gateway.url, app.state.gateway
+
+
+@pytest.fixture(scope="module")
+def gw(served: tuple[str, GatewayState]) -> str:
+    return served[0]
 
 
 def test_a_502_names_the_service_never_its_address(gw: str) -> None:
@@ -98,6 +105,21 @@ def test_a_slow_stream_is_committed_early_and_then_relayed(gw: str) -> None:
     finally:
         SLOW.gate.hold = None
     assert rest[-1] == "data: [DONE]"
+
+
+def test_an_alias_falls_over_on_a_connect_failure(served: tuple[str, GatewayState]) -> None:
+    # No etcd here: the alias table is set the way its watch sets it (one assignment).
+    gw, state = served
+    aliases = state.aliases
+    aliases.table = {"fast-one": ("ghost", "quick")}  # "ghost": only "gone" may serve it
+    try:
+        resp = httpx.post(f"{gw}/v1/chat/completions",
+                          json={"model": "fast-one", "messages": USER})  # fmt: skip
+        assert resp.status_code == 200, resp.text
+        assert resp.json()["choices"][0]["message"]["content"] == "vllm:Hello there"
+        assert QUICK.gate.bodies[-1]["model"] == "quick"
+    finally:
+        aliases.table = {}
 
 
 def test_an_early_error_keeps_its_status(gw: str) -> None:
