@@ -26,6 +26,7 @@ Caches (debootstrap rootfs, wheelhouse, compose binary) live in ``NEXUS_COMPOSE_
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import platform
@@ -218,17 +219,45 @@ def requirement_files(tree: Path, config: dict[str, object]) -> list[Path]:
     return sorted(p for p in found if p.is_file())
 
 
-def wheelhouse(requirements: list[Path]) -> Path:
-    """Every wheel the builds install (and hatchling, which builds libs/), cached."""
+def wheelhouse(requirements: list[Path], python_version: str) -> Path:
+    """Every wheel the builds install (and hatchling, which builds libs/), cached. Resolved for
+    the base image's Python (its markers, e.g. ``python_full_version < "3.11.3"``), not ours."""
     house = CACHE / "wheelhouse"
     house.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256(f"marked-pins {python_version}".encode())
+    for path in requirements:
+        digest.update(path.read_bytes())
+    stamp = house / f".complete-{digest.hexdigest()[:16]}"
+    if stamp.exists():
+        return house  # these pins were all downloaded before: no resolver run, no network
     args: list[str | Path] = [VENV_PY, "-m", "pip", "download", "-q", "--only-binary=:all:",
-                              "-d", house, "hatchling"]  # fmt: skip
+                              "--python-version", python_version, "-d", house,
+                              "hatchling"]  # fmt: skip
     for path in requirements:
         args += ["-r", path]
     # The machine's pip constraints are for its own tools, not for the images' pins.
-    run(args, env={**os.environ, "PIP_CONSTRAINT": ""}, capture=True, timeout=1800)
+    env = {**os.environ, "PIP_CONSTRAINT": ""}
+    run(args, env=env, capture=True, timeout=1800)
+    # pip evaluates markers with this interpreter, not --python-version: a pin only the base
+    # image's Python needs (async-timeout; python_full_version < "3.11.3") is fetched as is.
+    for pin in sorted(marked_pins(requirements)):
+        fetched = run([VENV_PY, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
+                       "-d", house, pin], env=env, capture=True, check=False)  # fmt: skip
+        if fetched.returncode:
+            log(f"wheelhouse: no wheel of {pin} for this platform (its marker excludes it here)")
+    stamp.touch()
     return house
+
+
+def marked_pins(requirements: list[Path]) -> set[str]:
+    """``name==version`` of every pin with an environment marker in ``requirements``."""
+    pins = set()
+    for path in requirements:
+        for line in path.read_text().splitlines():
+            pin, marker, _ = line.partition(";")
+            if marker and re.fullmatch(r"[A-Za-z0-9][\w.-]*==[\w.!+-]+", pin.strip()):
+                pins.add(pin.strip())
+    return pins
 
 
 def simple_index(house: Path, into: Path) -> Path:
@@ -542,9 +571,6 @@ def test(box: Sandbox, scratch: Path, compose: Path) -> None:
     stack = Stack(box, tree, compose, key)
     config = stack.config()
     stack.write_override(config)
-    with phase("wheelhouse + index"):
-        house = wheelhouse(requirement_files(tree, config))
-        index = box.serve_index(simple_index(house, scratch / "index"))
     with phase("base images"):
         path = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
         box.docker("import", "--change", f"ENV {path}", "--change", "ENV LANG=C.UTF-8",
@@ -552,6 +578,14 @@ def test(box: Sandbox, scratch: Path, compose: Path) -> None:
                    capture=True)  # fmt: skip
         box.docker("import", "--change", "ENV PATH=/usr/local/bin", "--change", 'CMD ["etcd"]',
                    etcd_tarball(scratch), ETCD_IMAGE, capture=True)  # fmt: skip
+        version = box.docker("run", "--rm", "--network", "none", "python:3.11-slim", "python3",
+                             "-c", "import platform; print(platform.python_version())",
+                             capture=True).stdout.strip()  # fmt: skip
+        log(f"base image Python {version}")
+    with phase("wheelhouse + index"):
+        house = wheelhouse(requirement_files(tree, config), version)
+        index = box.serve_index(simple_index(house, scratch / "index"))
+    with phase("fake Ollama image"):
         box.docker("build", "-q", "-t", OLLAMA_IMAGE, ROOT / "tests" / "compose" / "fake-ollama",
                    capture=True)  # fmt: skip
     with phase("docker compose build"):
