@@ -270,6 +270,21 @@ def test_aliases_admin_api_fallback_and_watch(etcd: EtcdServer, gw: str, sdk: op
     wait_until(lambda: "claude-3-5-haiku" not in model_ids(gw), 10, "the alias gone")
 
 
+def test_another_replica_sees_an_alias_at_once(etcd: EtcdServer, gw: str) -> None:
+    with UvicornThread(build_app(settings(etcd_endpoints=etcd.endpoint))) as replica:
+        wait_for_http(f"{replica.url}/readyz", timeout_s=15)
+        put = httpx.put(f"{gw}/v1/aliases/shared", json={"models": ["llama3.2"]})
+        assert put.status_code == 200, put.text
+
+        def seen() -> bool:
+            return httpx.get(f"{replica.url}/v1/aliases/shared").status_code == 200
+
+        wait_until(seen, 10, "the alias on the other replica")
+        assert httpx.delete(f"{replica.url}/v1/aliases/shared").status_code == 200
+        wait_until(lambda: httpx.get(f"{gw}/v1/aliases/shared").status_code == 404, 10,
+                   "its removal on the first")  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("alias", "body", "param"),
     [
