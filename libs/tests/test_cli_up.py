@@ -23,7 +23,7 @@ import pytest
 
 from nexus_cli.newservice import SKIP, create_service
 from nexus_cli.stack import port_is_free
-from nexus_testing import EtcdServer, free_port
+from nexus_testing import EtcdServer, free_port, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 NEXUS = Path(sys.executable).with_name("nexus")  # the installed entry point `make up` runs
@@ -389,6 +389,11 @@ def test_whole_stack_comes_up_routes_with_the_dev_key_and_stops_clean(
             break
         time.sleep(0.2)
     assert resp.json() == {"message": "hi", "service": "template"}
+    if "console" in names:  # the console is served through the gateway, at the printed URL
+        assert f"Console          {gateway}/console" in up.output
+        wait_until(
+            lambda: httpx.get(f"{gateway}/console", timeout=10).status_code == 200, 20, "console"
+        )
 
     family = descendants(up.proc.pid)
     assert up.stop(signal.SIGTERM) == 0
