@@ -114,6 +114,10 @@ def services_document(state: GatewayState) -> dict[str, Any]:
             "endpoints": state.settings.etcd_endpoint_list,
             "connected": bool(state.settings.etcd_endpoint_list) and d.etcd_error is None,
             "error": d.etcd_error,
+            # The last answer from etcd (watch event or heartbeat read): how stale the table is.
+            "last_ok": datetime.fromtimestamp(d.etcd_last_ok, UTC).isoformat()
+            if d.etcd_last_ok
+            else None,
         },
         "data": [{"name": n, "instances": docs} for n, docs in sorted(services.items())],
     }

@@ -199,6 +199,9 @@ def test_a_frozen_etcd_is_visible_and_its_lease_flush_loses_no_request(
         os.kill(etcd.proc.pid, signal.SIGSTOP)
         try:
             wait_until(lambda: _etcd_view(gw)["connected"] is False, 10, "the freeze to show")
+            view = _etcd_view(gw)
+            assert "did not answer" in str(view["error"])
+            assert view["last_ok"]  # when it last answered: how stale the table is
             status, check = _readyz_etcd(gw)
             assert status == 200  # not critical: the last table keeps serving
             assert check["status"] == "fail"
