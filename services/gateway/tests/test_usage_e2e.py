@@ -8,8 +8,10 @@ after a gateway restart while the usage service was away (the disk spool deliver
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import signal
+import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -154,3 +156,33 @@ def test_a_gateway_restart_while_usage_is_away_loses_nothing(
         assert not list(spool.glob("*.json"))
     finally:
         usage.stop()
+
+
+def test_a_client_hang_up_is_recorded_with_its_outcome(llm: UvicornThread, tmp_path: Path) -> None:
+    usage = usage_process(tmp_path / "usage.db", free_port()).start(wait="/readyz")
+    try:
+        with running_gateway(llm.url, usage.url, tmp_path / "spool") as gw:
+            body = {**CHAT, "model": "slow", "stream": True}
+            with httpx.stream("POST", f"{gw}/v1/chat/completions", json=body, timeout=10) as r:
+                first = next(r.iter_lines())  # one event, then hang up
+            assert first.startswith("data: ")
+            wait_until(lambda: stored(usage.url)["requests"] == 1, 20, "the cut stream's record")
+            metrics = httpx.get(f"{gw}/metrics", timeout=5).text
+        row = _rows(tmp_path / "usage.db")[0]
+        assert row["outcome"] == "client_gone"
+        assert row["streamed"] == 1
+        assert row["ttft_ms"] is not None
+        assert row["input_tokens"] is None  # the usage chunk never came: unknown, not 0
+        assert row["model"] == "slow"
+        assert 'nexus_gen_ai_requests_total{gen_ai_request_model="slow",outcome="client_gone"}' in (
+            metrics
+        )
+        assert "nexus_usage_records_delivered_total 1.0" in metrics
+    finally:
+        usage.stop()
+
+
+def _rows(db: Path) -> list[dict[str, Any]]:
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        conn.row_factory = sqlite3.Row
+        return [dict(r) for r in conn.execute("SELECT * FROM usage_records")]

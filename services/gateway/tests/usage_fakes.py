@@ -57,7 +57,7 @@ def fake_llm(received: list[dict[str, Any]] | None = None) -> Starlette:
     seen = received if received is not None else []
 
     async def meta(_: Request) -> Response:
-        return JSONResponse(meta_json(metadata("llm", CHAT_PATHS, models=["m1", "m2"])))
+        return JSONResponse(meta_json(metadata("llm", CHAT_PATHS, models=["m1", "m2", "slow"])))
 
     async def chat(request: Request) -> Response:
         body = orjson.loads(await request.body())
@@ -72,6 +72,15 @@ def fake_llm(received: list[dict[str, Any]] | None = None) -> Starlette:
                 "usage": usage,
             })  # fmt: skip
         include = (body.get("stream_options") or {}).get("include_usage") is True
+        if body.get("model") == "slow":  # paced: a client can hang up half way (bounded: ~5 s)
+
+            async def paced() -> AsyncIterator[bytes]:
+                for n in range(100):
+                    yield b"data: " + orjson.dumps(chat_chunk(f"w{n} ")) + b"\n\n"
+                    await asyncio.sleep(0.05)
+                yield b"data: " + orjson.dumps(usage_chunk()) + b"\n\ndata: [DONE]\n\n"
+
+            return StreamingResponse(paced(), media_type="text/event-stream")
         docs = [chat_chunk("hi"), chat_chunk(" there")]
         if include:
             docs.append(usage_chunk())
