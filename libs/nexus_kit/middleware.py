@@ -80,7 +80,7 @@ class RequestContextMiddleware:
         set_request_id(request_id)
         # Tracing on: this request's span (current for the app); off: the client's trace id.
         server_span = None
-        if TRACING.enabled:
+        if TRACING.enabled and scope["path"] not in _QUIET_PATHS:  # probes make no traces
             server_span = ServerSpan(scope["method"], scope["path"], parent, parent_state)
             trace_id: str | None = server_span.trace_id
         else:

@@ -154,3 +154,9 @@ async def test_unmatched_paths_keep_the_method_as_name(
     assert resp.status_code == 404
     span = spans.one("GET")
     assert dict(span.attributes or {})["url.path"] == "/nowhere"
+
+
+async def test_probes_and_metrics_make_no_spans(spans: Spans, client: httpx.AsyncClient) -> None:
+    for path in ("/health", "/readyz", "/metrics"):
+        assert (await client.get(path, headers={"traceparent": TRACEPARENT})).status_code == 200
+    assert spans.all() == []
