@@ -28,6 +28,7 @@ CHROMIUM_ARGS = [
     "--autoplay-policy=no-user-gesture-required",
 ]  # fmt: skip
 PASSWORD = "correct horse battery staple"
+ACCESS_TTL_S = 30  # the shortest the auth service allows: the refresh test waits one out
 
 
 @dataclass
@@ -93,6 +94,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             "NEXUS_ADMIN_API_KEY": admin_key, "NEXUS_INTERNAL_TOKEN": internal,
             "PASSWORD_HASH_TIME_COST": "1", "PASSWORD_HASH_MEMORY_KIB": "64",
             "PASSWORD_HASH_PARALLELISM": "1",
+            "JWT_ACCESS_TTL_S": str(ACCESS_TTL_S),
         })  # fmt: skip
         start("images", {"IMAGES_BACKEND": "stub", "IMAGES_FILES_DIR": str(tmp / "images")})
         start("tts", {"TTS_BACKEND": "stub"})

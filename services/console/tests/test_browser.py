@@ -17,7 +17,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from nexus_testing import ServiceProcess, wait_until
-from tests.conftest import PASSWORD, SERVICES, Stack
+from tests.conftest import ACCESS_TTL_S, PASSWORD, SERVICES, Stack
 from tests.fake_ollama import REPLY
 
 pytestmark = pytest.mark.integration
@@ -319,3 +319,19 @@ def test_usage_page_charts_tokens_by_model_and_by_key(
         shoot(page, "usage")
     finally:
         usage.stop()
+
+
+def test_a_password_session_outlives_its_access_token(page: Page, stack: Stack) -> None:
+    admin = stack.new_user("admin")
+    sign_in_password(page, stack, admin["username"])
+    page.click("#nav a[data-page=keys]")
+    expect(page.locator("#keys-table")).to_be_visible()
+    # The page renews its access token before it expires, with the refresh token.
+    with page.expect_response("**/v1/auth/refresh", timeout=(ACCESS_TTL_S + 15) * 1000) as got:
+        pass
+    assert got.value.status == 200
+    page.wait_for_timeout(ACCESS_TTL_S * 1000 * 0.3)  # the first access token has now expired
+    page.click("#nav a[data-page=usage]")
+    page.click("#nav a[data-page=keys]")
+    expect(page.locator("#keys-table")).to_be_visible()  # still signed in, no error
+    expect(page.locator("#error")).to_be_hidden()

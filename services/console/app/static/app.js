@@ -122,8 +122,9 @@
     S.refresh = tokens.refresh_token;
     S.kind = "jwt";
     clearTimeout(S.refreshTimer);
-    const inMs = Math.max(10, (tokens.expires_in || 300) - 30) * 1000;
-    S.refreshTimer = setTimeout(refreshTokens, inMs);
+    // Renew before it expires: 30 s early, or a fifth of its life when that is shorter.
+    const life = tokens.expires_in || 300;
+    S.refreshTimer = setTimeout(refreshTokens, Math.max(1, life - Math.min(30, life / 5)) * 1000);
   }
 
   async function signIn(credentials) {
