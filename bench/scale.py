@@ -144,7 +144,7 @@ def open_streams(procs: Procs, mock: str, auth: str, key: str, opts: argparse.Na
          "--key", key, "--probes", "200"],
         harness.LOAD_CPU,
     )  # fmt: skip
-    out = harness._run_bounded(cmd, dict(os.environ), 240)
+    out = harness._run_bounded(cmd, dict(os.environ), 280)  # streams.py: 150 s + closing
     data = harness.parse_bench_json(out)
     procs.stop(proc)
     print(f"   open streams: {data}", flush=True)
