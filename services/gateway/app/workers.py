@@ -14,7 +14,9 @@ with its own discovery watch, upstream pool, prober and auth cache. The supervis
   whole burst). The supervisor keeps its copy of each socket, so connections queued for a
   worker that crashed wait for its replacement instead of being reset.
 - **supervised**: a worker that exits is replaced (backoff from 0.1 s to 10 s while it keeps
-  dying young); ``nexus_gateway_worker_restarts_total`` counts them.
+  dying young); ``nexus_gateway_worker_restarts_total`` counts them. One that dies young
+  ``GIVE_UP_AFTER`` times in a row cannot start at all: the supervisor stops and exits 1, so a
+  container restart policy or the operator sees it instead of a silent loop.
 - **drain**: SIGTERM or SIGINT closes the supervisor's copies of the sockets and passes
   SIGTERM to every worker, which drains as a lone gateway does (the kit's drain: readiness
   503, in-flight requests finish within ``SHUTDOWN_GRACE_S``); workers still running
@@ -55,6 +57,7 @@ log = get_logger("nexus.gateway.workers")
 SERVICE_DIR = Path(__file__).resolve().parents[1]
 STOP_MARGIN_S = 15.0  # beyond SHUTDOWN_GRACE_S: a pre-stop readiness window, lifespan shutdown
 YOUNG_S = 10.0  # a worker that dies younger than this is restarted with growing backoff
+GIVE_UP_AFTER = 6  # young deaths in a row: the gateway cannot start; exit 1 so it is seen
 PR_SET_PDEATHSIG = 1
 CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
 
@@ -119,6 +122,7 @@ class Supervisor:
     count: int
     workers: list[Worker] = field(default_factory=list)
     restarts: int = 0
+    failed: bool = False  # a worker kept dying young: exit 1
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     env: dict[str, str] = field(default_factory=dict)
 
@@ -150,11 +154,13 @@ class Supervisor:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                asyncio.get_running_loop().remove_signal_handler(sig)
             await aggregate.stop()
             for worker in self.workers:
                 worker.sock.close()
             shutil.rmtree(rundir, ignore_errors=True)
-        return 0
+        return 1 if self.failed else 0
 
     def views(self) -> list[WorkerView]:
         return [WorkerView(w.index, w.metrics_socket, w.alive) for w in self.workers]
@@ -193,6 +199,12 @@ class Supervisor:
                 return
             young = time.monotonic() - worker.started < YOUNG_S
             worker.quick_deaths = worker.quick_deaths + 1 if young else 0
+            if worker.quick_deaths >= GIVE_UP_AFTER:
+                log.error("gateway worker keeps exiting at start; stopping the gateway",
+                          worker=worker.index, code=code, tries=worker.quick_deaths)  # fmt: skip
+                self.failed = True
+                self.stopping.set()
+                return
             delay = min(0.1 * 2 ** max(worker.quick_deaths - 1, 0), 10.0)
             self.restarts += 1
             log.warning("gateway worker exited; replacing it",

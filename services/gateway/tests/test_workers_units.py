@@ -3,16 +3,19 @@ the OS limit check and the default worker count."""
 
 from __future__ import annotations
 
+import asyncio
 import resource
+import sys
 from pathlib import Path
 
 import pytest
 from limits import RateLimitItemPerMinute
 from limits.aio.strategies import FixedWindowRateLimiter, SlidingWindowCounterRateLimiter
 
-from app import oslimits
+from app import oslimits, workers
 from app.aggregate import merge, requests_served
 from app.ratelimit import RateLimiter, make_storage
+from app.settings import GatewaySettings
 from app.sharedlimits import SharedMemoryStorage, SharedTable, TableFull, create_table
 from app.workers import worker_count
 from nexus_kit import RateLimitError
@@ -143,3 +146,24 @@ def test_worker_count_follows_the_setting_then_affinity_and_quota(tmp_path: Path
     assert worker_count(0, cpu_max) == min(2, worker_count(0, tmp_path / "none"))
     cpu_max.write_text("max 100000\n")
     assert worker_count(0, cpu_max) == worker_count(0, tmp_path / "none")
+
+
+async def test_a_worker_that_keeps_dying_at_start_stops_the_supervisor(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Real child processes that exit at once: replaced, then given up on (exit 1)."""
+    monkeypatch.setattr(workers, "YOUNG_S", 60.0)
+    monkeypatch.setattr(workers, "GIVE_UP_AFTER", 3)
+    settings = GatewaySettings(gateway_metrics_port=0, shutdown_grace_s=1)
+    supervisor = workers.Supervisor(settings, "127.0.0.1", 0, 1)
+    spawned: list[int] = []
+
+    async def crashing(worker: workers.Worker) -> asyncio.subprocess.Process:
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-c", "raise SystemExit(3)")
+        spawned.append(proc.pid)
+        return proc
+
+    monkeypatch.setattr(supervisor, "_spawn", crashing)
+    assert await asyncio.wait_for(supervisor.run(), 60) == 1
+    assert len(spawned) == 3
+    assert supervisor.restarts == 2
