@@ -24,8 +24,6 @@ import mmap
 import os
 import struct
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from math import floor
 from pathlib import Path
 
@@ -39,6 +37,7 @@ RECORD = struct.Struct("<16sqd")
 EMPTY = bytes(16)
 MAX_PROBE = 64
 DEFAULT_SLOTS = 1 << 16  # 2 MiB; every limited key uses two (this window and the last)
+HOMES_KEPT = 4096  # digests remembered per process
 
 
 class TableFull(RuntimeError):
@@ -73,6 +72,7 @@ class SharedTable:
         except (OSError, ValueError):
             os.close(self.fd)
             raise ValueError(f"{path} is not a Nexus limit table") from None
+        self._homes: dict[str, tuple[bytes, int]] = {}
         magic, self.slots = HEADER.unpack_from(self.map, 0)
         if magic != MAGIC or len(self.map) < HEADER.size + self.slots * RECORD.size:
             self.close()
@@ -85,18 +85,30 @@ class SharedTable:
             os.close(self.fd)
             self.fd = -1
 
-    @contextmanager
-    def locked(self) -> Iterator[None]:
+    def locked(self) -> SharedTable:
+        """``with table.locked():`` holds ``flock`` on the file (a plain context manager: this is
+        on every request's path)."""
+        return self
+
+    def __enter__(self) -> None:
         fcntl.flock(self.fd, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
+
+    def __exit__(self, *exc: object) -> None:
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+
+    def _home(self, key: str) -> tuple[bytes, int]:
+        """The key's digest and home slot, remembered (a request asks for the same few keys)."""
+        found = self._homes.get(key)
+        if found is None:
+            if len(self._homes) >= HOMES_KEPT:
+                self._homes.clear()
+            digest = hashlib.blake2b(key.encode(), digest_size=16).digest()
+            found = self._homes[key] = (digest, int.from_bytes(digest[:8], "little") % self.slots)
+        return found
 
     def _find(self, key: str, now: float) -> tuple[int, bytes, bool]:
         """(record offset, digest, found) for ``key``; the offset is where a new one goes."""
-        digest = hashlib.blake2b(key.encode(), digest_size=16).digest()
-        home = int.from_bytes(digest[:8], "little") % self.slots
+        digest, home = self._home(key)
         free = -1
         for step in range(MAX_PROBE):
             offset = HEADER.size + ((home + step) % self.slots) * RECORD.size
