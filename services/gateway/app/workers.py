@@ -194,6 +194,8 @@ class Supervisor:
         while not self.stopping.is_set():
             worker.started = time.monotonic()
             worker.proc = await self._spawn(worker)
+            if self.stopping.is_set():  # stopped while it was being started: drain it too
+                worker.proc.send_signal(signal.SIGTERM)
             code = await worker.proc.wait()
             if self.stopping.is_set():
                 return
