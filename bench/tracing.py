@@ -119,7 +119,7 @@ def main() -> int:
         print(f"== tracing on: 100% sampled, OTLP/HTTP to {sink.url}", flush=True)
         on_env = {"OTEL_EXPORTER_OTLP_ENDPOINT": sink.url, "OTEL_TRACES_SAMPLER": "always_on"}
         rc = run(on_env, args, 900) or rc
-        print(f"== spans received by the sink: {getattr(sink, 'count', 0)} "
+        print(f"== spans received by the sink: {sink.count} "
               f"in {sink.requests} exports", flush=True)  # fmt: skip
     return rc
 

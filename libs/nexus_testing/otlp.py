@@ -12,7 +12,7 @@ import gzip
 import threading
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
@@ -74,7 +74,7 @@ class OtlpReceiver:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> OtlpReceiver:
+    def start(self) -> Self:
         self._thread.start()
         return self
 
@@ -83,7 +83,7 @@ class OtlpReceiver:
         self._server.server_close()
         self._thread.join(5)
 
-    def __enter__(self) -> OtlpReceiver:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *_: object) -> None:
