@@ -21,9 +21,9 @@ negative or not integers are recorded as unknown (``None``), never as zero.
 
 from __future__ import annotations
 
+import os
 import re
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -274,7 +274,7 @@ class Meter:
         c, who, target = self.counts, self.identity, self.target
         now = time.perf_counter()
         return {
-            "id": uuid.uuid4().hex,
+            "id": os.urandom(16).hex(),  # 128 random bits, as a uuid4 has (122), cheaper
             "request_id": self.request_id,
             "created_at": int(self.started_wall),
             "key_id": getattr(who, "key_id", None),

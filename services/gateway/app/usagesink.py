@@ -309,7 +309,9 @@ class Accounting:
         self.delivery = delivery
         self.metrics = metrics
         self.charge = charge
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks: set[asyncio.Future[Any]] = set()
+        self._pending: dict[str, tuple[Any, int]] = {}
+        self._flushing: asyncio.Future[None] | None = None
 
     def finished(self, meter: Meter, status: int, client_gone: bool) -> None:
         record = meter.record(status, client_gone)
@@ -320,16 +322,31 @@ class Accounting:
         self.delivery.submit(record)
         tokens = meter.counts.total
         if self.charge is not None and tokens > 0 and meter.identity is not None:
-            charging = self.charge(meter.identity, tokens)
+            self._charge_soon(meter.identity, tokens)
+
+    def _charge_soon(self, identity: Any, tokens: int) -> None:
+        """Charges of one loop iteration are summed per key and sent by one task."""
+        key = getattr(identity, "limit_key", None)
+        if key is None:
+            return
+        pending = self._pending.get(key)
+        self._pending[key] = (identity, tokens + (pending[1] if pending else 0))
+        if self._flushing is None:
+            self._flushing = asyncio.ensure_future(self._flush())
+            self._tasks.add(self._flushing)
+            self._flushing.add_done_callback(self._tasks.discard)
+
+    async def _flush(self) -> None:
+        pending, self._pending, self._flushing = self._pending, {}, None
+        for identity, tokens in pending.values():
+            charging = self.charge(identity, tokens) if self.charge is not None else None
             if charging is not None:
-                task = asyncio.ensure_future(charging)
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                await charging
 
     async def settle(self) -> None:
         """Wait for token charges still in flight (shutdown, tests)."""
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
 
 class UsageRuntime:
