@@ -182,17 +182,27 @@ def compose_binary() -> Path:
 
 def python_rootfs() -> Path:
     """A tarball of Debian bookworm (minbase + python3 3.11 + pip): python:3.11-slim's stand-in."""
-    tarball = CACHE / "python-bookworm.tar"
+    return debian_rootfs("python-bookworm.tar", ["python3", "python3-pip", "ca-certificates"])
+
+
+def postgres_rootfs() -> Path:
+    """Debian bookworm with PostgreSQL 15: the stand-in for the postgres image (usage-db)."""
+    return debian_rootfs("postgres-bookworm.tar", ["postgresql-15", "postgresql-client-15"])
+
+
+def debian_rootfs(name: str, packages: list[str]) -> Path:
+    tarball = CACHE / name
     if tarball.exists():
         return tarball
     CACHE.mkdir(parents=True, exist_ok=True)
     rootfs = Path(tempfile.mkdtemp(prefix="rootfs-", dir=CACHE))
     try:
-        run(["debootstrap", "--variant=minbase", "--include=python3,python3-pip,ca-certificates",
+        run(["debootstrap", "--variant=minbase", f"--include={','.join(packages)}",
              "bookworm", rootfs, DEBIAN_MIRROR], capture=True, timeout=1500)  # fmt: skip
-        # Like the official image: `python`, and pip may install into the system (no PEP 668).
-        (rootfs / "usr/lib/python3.11/EXTERNALLY-MANAGED").unlink(missing_ok=True)
-        (rootfs / "usr/bin/python").symlink_to("python3")
+        if (rootfs / "usr/bin/python3").exists():
+            # Like the official image: `python`, and pip installs into the system (no PEP 668).
+            (rootfs / "usr/lib/python3.11/EXTERNALLY-MANAGED").unlink(missing_ok=True)
+            (rootfs / "usr/bin/python").symlink_to("python3")
         for junk in ("var/lib/apt/lists", "var/cache/apt"):
             shutil.rmtree(rootfs / junk, ignore_errors=True)
         partial = tarball.with_suffix(".part")
@@ -585,9 +595,8 @@ def test(box: Sandbox, scratch: Path, compose: Path) -> None:
     with phase("wheelhouse + index"):
         house = wheelhouse(requirement_files(tree, config), version)
         index = box.serve_index(simple_index(house, scratch / "index"))
-    with phase("fake Ollama image"):
-        box.docker("build", "-q", "-t", OLLAMA_IMAGE, ROOT / "tests" / "compose" / "fake-ollama",
-                   capture=True)  # fmt: skip
+    with phase("stand-in images (Ollama, PostgreSQL)"):
+        stand_ins(box, config)
     with phase("docker compose build"):
         stack.compose_run("build", "--build-arg", f"PIP_INDEX_URL={index}", capture=True,
                           timeout=2400)  # fmt: skip
@@ -606,6 +615,25 @@ def test(box: Sandbox, scratch: Path, compose: Path) -> None:
         stack.check("speech")
         fresh = wait_fresh(stack, first)
         log(f"registrations after down+up: {fresh}")
+
+
+def stand_ins(box: Sandbox, config: dict[str, object]) -> None:
+    """Local images for the ones compose would pull: the fake Ollama, and PostgreSQL (Debian's,
+    tagged with the name the compose file asks for) for every ``postgres:*`` service."""
+    here = ROOT / "tests" / "compose"
+    box.docker("build", "-q", "-t", OLLAMA_IMAGE, here / "fake-ollama", capture=True)
+    services = config["services"]
+    assert isinstance(services, dict)
+    pulled = [str(s.get("image", "")) for s in services.values() if not s.get("build")]
+    wanted = sorted({image for image in pulled if image.startswith("postgres:")})
+    if wanted:
+        base = "nexus-ct/postgres-base:bookworm"
+        box.docker("import", postgres_rootfs(), base, capture=True)
+        box.docker("build", "-q", "-t", wanted[0], "--build-arg", f"BASE_IMAGE={base}",
+                   here / "postgres", capture=True)  # fmt: skip
+        for name in wanted[1:]:
+            box.docker("tag", wanted[0], name, capture=True)
+        log(f"PostgreSQL stand-in tagged {', '.join(wanted)}")
 
 
 def wait_fresh(stack: Stack, before: dict[str, list[str]]) -> dict[str, list[str]]:
