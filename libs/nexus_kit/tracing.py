@@ -158,11 +158,14 @@ class ServerSpan:
 
     def end(self, method: str, route: str, status: int, request_id: str) -> None:
         span = self.span
+        attributes: dict[str, str | int] = {
+            "http.response.status_code": status,
+            "nexus.request_id": request_id,
+        }
         if route != "<unmatched>":
             span.update_name(f"{method} {route}")
-            span.set_attribute("http.route", route)
-        span.set_attribute("http.response.status_code", status)
-        span.set_attribute("nexus.request_id", request_id)
+            attributes["http.route"] = route
+        span.set_attributes(attributes)  # one call: the SDK locks per call
         if status >= 500:
             span.set_status(Status(StatusCode.ERROR))
         span.end()

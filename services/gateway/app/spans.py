@@ -24,6 +24,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from contextvars import ContextVar
+from functools import lru_cache
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -127,22 +128,20 @@ class ProxySpan:
         """The upstream answered: which instance, and with what status."""
         instance = target.instance
         span = self.span
+        attributes: dict[str, str | int | bool] = {
+            "nexus.service": instance.service,
+            "nexus.instance": instance.instance_id,
+            "nexus.upstream.kind": instance.kind,
+            "http.response.status_code": status,
+            **_address(instance.base_url),
+        }
         if self._instance is not None and self._instance != instance.key:
-            span.set_attribute("nexus.failover", True)
+            attributes["nexus.failover"] = True
         self._instance = instance.key
-        span.set_attribute("nexus.service", instance.service)
-        span.set_attribute("nexus.instance", instance.instance_id)
-        span.set_attribute("nexus.upstream.kind", instance.kind)
-        address = urlsplit(instance.base_url)
-        if address.hostname:
-            span.set_attribute("server.address", address.hostname)
-        if address.port:
-            span.set_attribute("server.port", address.port)
         if self._model:
             provider = _PROVIDERS.get(instance.kind, f"nexus.{instance.service}")
-            span.set_attribute("gen_ai.provider.name", provider)
-            span.set_attribute("gen_ai.system", provider)
-        span.set_attribute("http.response.status_code", status)
+            attributes["gen_ai.provider.name"] = attributes["gen_ai.system"] = provider
+        span.set_attributes(attributes)  # one call: the SDK locks per call
         if status >= 500:
             span.set_status(Status(StatusCode.ERROR, f"HTTP {status}"))
 
@@ -178,6 +177,18 @@ class ProxySpan:
         if status:
             span.set_attribute("nexus.client_status", status)
         span.end()
+
+
+@lru_cache(maxsize=1024)
+def _address(base_url: str) -> dict[str, str | int]:
+    """``server.address``/``server.port`` of an instance (parsed once per base URL)."""
+    parts = urlsplit(base_url)
+    found: dict[str, str | int] = {}
+    if parts.hostname:
+        found["server.address"] = parts.hostname
+    if parts.port:
+        found["server.port"] = parts.port
+    return found
 
 
 def _forward_context(head: RequestHead, span: Span) -> None:
