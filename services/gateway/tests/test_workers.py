@@ -23,7 +23,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from nexus_testing import ServiceProcess, free_port, wait_until
+from nexus_testing import ServiceProcess, UvicornThread, free_port, wait_until
+from tests.support import OllamaScript, fake_ollama
 
 pytestmark = pytest.mark.integration
 GATEWAY_DIR = Path(__file__).resolve().parents[1]
@@ -160,6 +161,44 @@ def test_a_killed_worker_is_replaced_and_sigterm_stops_all(workers: Workers, aut
     wait_until(lambda: not any(alive(pid) for pid in pids), 10, "workers gone")
     with pytest.raises(httpx.ConnectError):
         httpx.get(workers.url + "/health", timeout=5)
+
+
+def test_sigterm_lets_a_stream_in_flight_finish(tmp_path: Path) -> None:
+    """SIGTERM to the supervisor while a stream is open: the worker drains, the stream ends
+    whole, then everything exits 0."""
+    script = OllamaScript()
+    with UvicornThread(fake_ollama(script)) as ollama:
+        env = {
+            "ETCD_ENDPOINTS": "", "OLLAMA_BASE_URL": ollama.url, "NEXUS_AUTH_ENABLED": "false",
+            "GATEWAY_WORKERS": "2", "GATEWAY_METRICS_PORT": "0", "SHUTDOWN_GRACE_S": "20",
+        }  # fmt: skip
+        port = free_port()
+        args = [sys.executable, "-m", "app.workers", "--host", "127.0.0.1", "--port", str(port)]
+        proc = ServiceProcess(GATEWAY_DIR, env=env, port=port, args=args)
+        proc.start(wait="/readyz", timeout_s=60)
+        try:
+            body = {"model": "llama3.2", "stream": True,
+                    "messages": [{"role": "user", "content": "hi"}]}  # fmt: skip
+            wait_until(lambda: httpx.post(f"{proc.url}/v1/chat/completions",
+                                          json={**body, "stream": False}, timeout=10)
+                       .status_code == 200, 30, "the model routed")  # fmt: skip
+            with (
+                httpx.Client(timeout=30) as client,
+                client.stream("POST", f"{proc.url}/v1/chat/completions", json=body) as resp,
+            ):
+                lines = resp.iter_lines()
+                first = next(line for line in lines if line.startswith("data:"))
+                proc.signal(signal.SIGTERM)
+                wait_until(lambda: "gateway workers draining" in proc.output(), 20, "draining")
+                script.release.set()
+                rest = [line for line in lines if line.startswith("data:")]
+            assert "Hel" in first
+            assert any(" there" in line for line in rest)
+            assert rest[-1] == "data: [DONE]"
+            assert script.released_in_time is True
+            assert proc.wait(timeout_s=60) == 0
+        finally:
+            proc.stop()
 
 
 def test_a_taken_port_stops_the_start_with_a_reason() -> None:
