@@ -54,8 +54,8 @@ KINDS = {
 _INJECTABLE = frozenset({"/chat/completions", "/completions"})
 _JSON_COPY_LIMIT = 64 * 1024 * 1024
 _EVENT_END = re.compile(rb"\r?\n\r?\n|\r\r")
-_HINTS = (b'"usage"', b"response.completed", b"response.incomplete", b"response.failed",
-          b"message_start")  # fmt: skip
+_HINTS = (b"response.completed", b"response.incomplete", b"response.failed", b"message_start")
+_EVENT_ENDS = (b"\n\n", b"\r\n\r\n", b"\r\r")
 _INCLUDE = b',"stream_options":{"include_usage":true}'
 
 
@@ -68,6 +68,20 @@ def kind_of(path: str) -> str | None:
     if found is None and not path.startswith("/v1/"):
         found = KINDS.get("/v1" + path)
     return found
+
+
+def may_carry_usage(data: bytes) -> bool:
+    """Whether SSE bytes may hold usage: a non-null ``"usage"`` or a final Responses/Anthropic
+    event. Substring scans only; with ``include_usage`` every chunk says ``"usage":null``."""
+    if any(hint in data for hint in _HINTS):
+        return True
+    at = data.find(b'"usage"')
+    while at != -1:
+        at += 7
+        if not data[at : at + 16].lstrip(b" \t\r\n:").startswith(b"null"):
+            return True
+        at = data.find(b'"usage"', at)
+    return False
 
 
 def count(value: Any) -> int | None:
@@ -351,6 +365,8 @@ class Tap:
                 self._copy.append(chunk)
                 self._copied += len(chunk)
             return chunk
+        if not self._buf and chunk.endswith(_EVENT_ENDS) and not may_carry_usage(chunk):
+            return chunk  # whole events, none with usage: nothing to cut or read
         self._buf += chunk
         if not self.strip:
             self._events(keep=False)
@@ -373,7 +389,7 @@ class Tap:
         return bytes(out)
 
     def _event(self, event: bytes) -> bool:
-        if not any(hint in event for hint in _HINTS):
+        if not may_carry_usage(event):
             return False
         data = b"\n".join(
             line[5:].lstrip(b" ") for line in event.splitlines() if line.startswith(b"data:")

@@ -11,7 +11,7 @@ from aiohttp import StreamReader
 
 from app.durations import openai_duration
 from app.routing import Route
-from app.usage import Meter, Tap, count, kind_of
+from app.usage import Meter, Tap, count, kind_of, may_carry_usage
 from tests.usage_fakes import Chunks, chat_chunk, sse, usage_chunk
 
 CHAT = Route("POST", "/v1/chat/completions", "chat.completions", streaming=True)
@@ -175,6 +175,15 @@ async def test_an_early_end_is_recorded_with_what_was_seen() -> None:
     assert m.outcome(200, False) == "incomplete"
     assert m.outcome(504, False) == "timeout"
     assert m.outcome(502, False) == "upstream_error"
+
+
+def test_usage_null_chunks_are_not_parsed() -> None:
+    assert not may_carry_usage(sse(chat_chunk("a"), chat_chunk("b")))  # "usage": null
+    assert not may_carry_usage(b'data: {"usage" :  null}\n\n')
+    assert may_carry_usage(orjson.dumps(usage_chunk()))
+    assert may_carry_usage(b'data: {"usage":\n{"prompt_tokens":1}}')
+    assert may_carry_usage(b'event: message_start\ndata: {}')
+    assert not may_carry_usage(b'data: {"content": "the \\"usage\\" word"}')
 
 
 def test_kinds_and_counts() -> None:
