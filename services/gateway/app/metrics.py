@@ -152,11 +152,12 @@ class MetricsServer:
             self._server = await asyncio.start_server(self._serve, self.host, self.port)
         except OSError as exc:
             # Typically a second gateway process on this host: uvicorn --workers is not how the
-            # gateway scales (each worker would need its own metrics port and discovery).
+            # gateway scales (each worker would need its own metrics port); app.workers is.
             raise RuntimeError(
                 f"GATEWAY_METRICS_PORT {self.port} on {self.host} is not free ({exc.strerror}). "
-                "One gateway per metrics port: for several processes on one port use "
-                "GATEWAY_WORKERS (python -m app.workers), not uvicorn --workers."
+                "One gateway per metrics port: several processes on one port are "
+                "GATEWAY_WORKERS (python -m app.workers), not uvicorn --workers; separate "
+                "replicas on one host each need their own port."
             ) from exc
 
     async def stop(self) -> None:
