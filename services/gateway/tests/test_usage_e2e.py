@@ -148,8 +148,9 @@ def test_a_gateway_restart_while_usage_is_away_loses_nothing(
             with httpx.Client(base_url=gw, timeout=10) as client:
                 for _ in range(7):
                     assert client.post("/v1/chat/completions", json=CHAT).status_code == 200
-        # the gateway stopped (its lifespan ended): what it held is on disk
-        assert sum(len(orjson.loads(p.read_bytes())) for p in spool.glob("*.json")) == 7
+        # the gateway stopped (its lifespan ended, maybe after the thread join gave up waiting
+        # on a loaded machine): what it held is on disk
+        wait_until(lambda: _spooled(spool) == 7, 20, "7 spooled records")
         usage.start(wait="/readyz")
         with running_gateway(llm.url, usage.url, spool):
             wait_until(lambda: stored(usage.url)["requests"] == 7, 20, "spooled records")
@@ -180,6 +181,10 @@ def test_a_client_hang_up_is_recorded_with_its_outcome(llm: UvicornThread, tmp_p
         assert "nexus_usage_records_delivered_total 1.0" in metrics
     finally:
         usage.stop()
+
+
+def _spooled(spool: Path) -> int:
+    return sum(len(orjson.loads(p.read_bytes())) for p in spool.glob("*.json"))
 
 
 def _rows(db: Path) -> list[dict[str, Any]]:
