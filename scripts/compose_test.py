@@ -31,6 +31,7 @@ import json
 import os
 import platform
 import re
+import resource
 import secrets
 import shutil
 import signal
@@ -469,13 +470,22 @@ class Stack:
         return config
 
     def write_override(self, config: dict[str, object]) -> None:
-        """Builds on the namespace's network (``host``), where the package index listens."""
+        """Builds on the namespace's network (``host``), where the package index listens; open
+        file limits capped at what this machine allows (a sandbox's hard limit may be below a
+        compose file's ``nofile``, and runc cannot raise it: the container would not start)."""
         services = config["services"]
         assert isinstance(services, dict)
-        built = sorted(name for name, s in services.items() if s.get("build"))
+        cap = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
         lines = ["services:"]
-        for name in built:
-            lines += [f"  {name}:", "    build:", "      network: host"]
+        for name, service in sorted(services.items()):
+            entry = ["    build:", "      network: host"] if service.get("build") else []
+            nofile = (service.get("ulimits") or {}).get("nofile") or {}
+            if isinstance(nofile, dict) and cap != resource.RLIM_INFINITY:
+                if max(int(nofile.get("soft", 0)), int(nofile.get("hard", 0))) > cap:
+                    entry += ["    ulimits:", f"      nofile: {{soft: {cap}, hard: {cap}}}"]
+                    log(f"{name}: nofile capped at this machine's hard limit, {cap}")
+            if entry:
+                lines += [f"  {name}:", *entry]
         (self.tree / "compose-test.override.yml").write_text("\n".join(lines) + "\n")
 
     def check(self, command: str) -> str:
