@@ -107,6 +107,8 @@ class GatewaySettings(ServiceSettings):
     usage_flush_interval_s: float = Field(1.0, gt=0, le=300)
     usage_buffer_max: int = Field(100_000, ge=1, le=10_000_000)
     usage_spool_dir: str = ""
+    # Bound on the spool's size (bytes): a batch that would pass it is dropped and counted.
+    usage_spool_max_bytes: int = Field(1024**3, ge=4096)
     usage_retry_max_s: float = Field(30.0, gt=0, le=3600)  # backoff bound while usage is away
 
     @field_validator("rate_limit_storage_url")

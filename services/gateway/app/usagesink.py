@@ -13,7 +13,11 @@ the metrics, charges the key's token quotas (tokenlimit.py, in a task) and hands
   with backoff; spooled batches go first on every later cycle, and survive a restart;
 - on shutdown the buffer is sent once more or spooled, so a SIGTERM loses nothing;
 - when the buffer is full a record is dropped: ``nexus_usage_records_dropped_total`` and a
-  warning (at most one every 10 s) say so. The request itself is never held up.
+  warning (at most one every 10 s) say so. The request itself is never held up. The spool is
+  bounded too (``USAGE_SPOOL_MAX_BYTES``): a batch that would pass it is dropped the same way
+  (reason ``spool_full``);
+- worker processes may share one spool directory: a batch is claimed by an atomic rename
+  before it is sent, so no two send it and none is left behind (``Spool``).
 
 Ingest is idempotent on each record's id, so a batch delivered twice (an answer lost, two
 workers sharing a spool) counts once.
@@ -87,7 +91,8 @@ class UsageMetrics:
             registry=registry,
         )  # fmt: skip
         self.dropped = Counter(
-            "nexus_usage_records_dropped", "Usage records lost: buffer_full or rejected (400).",
+            "nexus_usage_records_dropped",
+            "Usage records lost: buffer_full, spool_full or rejected (400).",
             ["reason"], registry=registry,
         )  # fmt: skip
         self._models: set[str] = set()
@@ -123,23 +128,87 @@ class UsageMetrics:
 
 
 class Spool:
-    """One file per undelivered batch; names sort by time; written atomically (tmp + rename)."""
+    """One file per undelivered batch; names sort by time; written atomically (tmp + rename).
 
-    def __init__(self, directory: Path) -> None:
+    Bounded: a batch that would take the directory past ``max_bytes`` is not written (the
+    caller counts it dropped). Several processes may share the directory (the gateway's
+    workers, ADR 0012): a sender first **claims** a batch by renaming ``<name>.json`` to
+    ``<name>.<pid>.claim`` (one rename wins; the others see it gone), deletes it once
+    delivered and renames it back when not. A claim left by a process that died (its pid is
+    gone, or the claim is older than ``claim_stale_s``) is put back for anyone to send.
+    """
+
+    def __init__(self, directory: Path, max_bytes: int = 0, claim_stale_s: float = 120.0) -> None:
         self.directory = directory
+        self.max_bytes = max_bytes  # 0: no bound
+        self.claim_stale_s = claim_stale_s
+        self._held: set[Path] = set()  # this process's claims being sent now
 
-    def write(self, records: list[dict[str, Any]]) -> None:
+    def write(self, records: list[dict[str, Any]]) -> bool:
+        """Spool one batch; False (nothing written) when it would pass ``max_bytes``."""
         self.directory.mkdir(parents=True, exist_ok=True)
+        data = orjson.dumps(records)
+        if self.max_bytes and self.size() + len(data) > self.max_bytes:
+            return False
         name = f"{time.time_ns():020d}-{os.getpid()}-{secrets.token_hex(4)}"
         tmp = self.directory / f".{name}.tmp"
-        tmp.write_bytes(orjson.dumps(records))
+        tmp.write_bytes(data)
         os.replace(tmp, self.directory / f"{name}.json")
+        return True
+
+    def size(self) -> int:
+        """Bytes of batches on disk, claimed ones included."""
+        total = 0
+        try:
+            with os.scandir(self.directory) as entries:
+                for entry in entries:
+                    if entry.name.endswith((".json", ".claim")):
+                        with contextlib.suppress(OSError):
+                            total += entry.stat().st_size
+        except OSError:
+            return 0
+        return total
 
     def batches(self) -> list[Path]:
+        """Unclaimed batches, oldest first (stale claims put back first)."""
         try:
+            self._recover()
             return sorted(self.directory.glob("*.json"))
         except OSError:
             return []
+
+    def claim(self, path: Path) -> Path | None:
+        """This process's hold on one batch, or None when another sender has it (or sent it)."""
+        claimed = path.with_name(f"{path.stem}.{os.getpid()}.claim")
+        try:
+            os.rename(path, claimed)
+        except FileNotFoundError:
+            return None
+        with contextlib.suppress(OSError):
+            os.utime(claimed)  # the claim's age starts now
+        self._held.add(claimed)
+        return claimed
+
+    def release(self, claimed: Path) -> None:
+        """Not delivered: back in the spool for the next attempt (by anyone)."""
+        self._held.discard(claimed)
+        with contextlib.suppress(FileNotFoundError):
+            os.rename(claimed, claimed.with_name(claimed.name.split(".", 1)[0] + ".json"))
+
+    def _recover(self) -> None:
+        now = time.time()
+        for claimed in self.directory.glob("*.claim"):
+            if claimed in self._held:
+                continue
+            try:
+                pid = int(claimed.name.split(".")[1])
+                age = now - claimed.stat().st_mtime
+            except (ValueError, IndexError, OSError):
+                continue
+            if pid == os.getpid() or age > self.claim_stale_s or not _alive(pid):
+                log.info("usage spool claim of a stopped sender put back", file=claimed.name)
+                with contextlib.suppress(FileNotFoundError):  # another process may win the race
+                    os.rename(claimed, claimed.with_name(claimed.name.split(".", 1)[0] + ".json"))
 
     @staticmethod
     def read(path: Path) -> list[dict[str, Any]] | None:
@@ -150,14 +219,24 @@ class Spool:
         except (OSError, orjson.JSONDecodeError):
             log.warning("unreadable usage spool file set aside", file=path.name)
             with contextlib.suppress(OSError):
-                path.rename(path.with_suffix(".bad"))
+                path.rename(path.with_name(path.name.split(".", 1)[0] + ".bad"))
             return None
         return loaded if isinstance(loaded, list) else None
 
-    @staticmethod
-    def remove(path: Path) -> None:
+    def remove(self, path: Path) -> None:
+        self._held.discard(path)
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, another user's
+    return True
 
 
 class Delivery:
@@ -174,12 +253,13 @@ class Delivery:
         buffer_max: int = 100_000,
         timeout_s: float = 5.0,
         max_backoff_s: float = 30.0,
+        spool_max_bytes: int = 0,
     ) -> None:
         self.locate = locate
         self.client = client
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.metrics = metrics
-        self.spool = Spool(spool_dir)
+        self.spool = Spool(spool_dir, spool_max_bytes)
         self.batch_size = batch_size
         self.interval_s = interval_s
         self.buffer_max = buffer_max
@@ -189,6 +269,7 @@ class Delivery:
         self._wake = asyncio.Event()
         self._backoff = 0.0
         self._warned_at = -1e9
+        self._spool_warned_at = -1e9
 
     # --- the request path: never blocks -----------------------------------------------------
     def submit(self, record: dict[str, Any]) -> None:
@@ -241,12 +322,20 @@ class Delivery:
         paths = await asyncio.to_thread(self.spool.batches)
         self.metrics().spool.set(len(paths))
         for path in paths[:limit]:
-            records = await asyncio.to_thread(self.spool.read, path)
-            if records is None:
-                continue
-            if not await self._send(url, records):
+            claimed = await asyncio.to_thread(self.spool.claim, path)
+            if claimed is None:
+                continue  # another worker is sending it (or has)
+            sent = False
+            try:
+                records = await asyncio.to_thread(self.spool.read, claimed)
+                sent = records is None or await self._send(url, records)
+            finally:  # cancelled or failed: back in the spool, never lost
+                if sent:
+                    await asyncio.to_thread(self.spool.remove, claimed)
+                else:
+                    self.spool.release(claimed)
+            if not sent:
                 return False
-            await asyncio.to_thread(self.spool.remove, path)
         if limit is None:
             self.metrics().spool.set(0)
         return True
@@ -274,8 +363,10 @@ class Delivery:
 
     async def _spool(self, batch: list[dict[str, Any]]) -> None:
         try:
-            await asyncio.to_thread(self.spool.write, batch)
-            self.metrics().spool.inc()
+            if await asyncio.to_thread(self.spool.write, batch):
+                self.metrics().spool.inc()
+            else:
+                self._spool_full(len(batch))
         except OSError as exc:
             # No disk either: keep them in memory while there is room (drops are counted).
             log.error("usage spool not writable", error=str(exc)[:200])
@@ -294,7 +385,17 @@ class Delivery:
         if self.buffer:
             batch = list(self.buffer)
             self.buffer.clear()
-            await asyncio.to_thread(self.spool.write, batch)
+            if not await asyncio.to_thread(self.spool.write, batch):
+                self._spool_full(len(batch))
+
+    def _spool_full(self, records: int) -> None:
+        """USAGE_SPOOL_MAX_BYTES reached: the batch is dropped, counted, said (once in 10 s)."""
+        self.metrics().dropped.labels("spool_full").inc(records)
+        now = time.monotonic()
+        if now - self._spool_warned_at >= 10:
+            self._spool_warned_at = now
+            log.warning("usage spool full: records dropped", max_bytes=self.spool.max_bytes,
+                        records=records)  # fmt: skip
 
 
 class Accounting:
@@ -367,6 +468,7 @@ class UsageRuntime:
             self.ingest_url, client, token, lambda: self.metrics, spool,
             batch_size=s.usage_batch_size, interval_s=s.usage_flush_interval_s,
             buffer_max=s.usage_buffer_max, max_backoff_s=s.usage_retry_max_s,
+            spool_max_bytes=s.usage_spool_max_bytes,
         )  # fmt: skip
         self.tokens: TokenLimiter | None = None
         self.accounting = Accounting(self.delivery, lambda: self.metrics, self._charge)
