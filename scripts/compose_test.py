@@ -563,7 +563,7 @@ def main() -> int:
         with phase("teardown"):
             problems = box.teardown()
         if not problems:
-            shutil.rmtree(scratch, ignore_errors=True)
+            run(["rm", "-rf", "--one-file-system", scratch], check=False)
     print("compose-test phase timings: " + ", ".join(f"{n} {s:.0f}s" for n, s in PHASES))
     if problems:
         print("compose-test: teardown left something behind:\n  " + "\n  ".join(problems))
@@ -619,12 +619,23 @@ def test(box: Sandbox, scratch: Path, compose: Path) -> None:
     with phase("SIGKILL tts"):
         stack.kill_tts()
         stack.check("speech")
+        wait_new_tts(stack, first["tts"])
     with phase("down + up"):
         stack.compose_run("down", capture=True, timeout=300)
         stack.up()
         stack.check("speech")
         fresh = wait_fresh(stack, first)
         log(f"registrations after down+up: {fresh}")
+
+
+def wait_new_tts(stack: Stack, before: list[str]) -> None:
+    """The restarted process registered itself: a tts instance id the gateway had not seen."""
+    deadline = time.monotonic() + 60
+    while not set(stack.instances().get("tts", [])) - set(before):
+        if time.monotonic() > deadline:
+            raise RuntimeError("the restarted tts never registered a new instance")
+        time.sleep(1)
+    log("the restarted tts registered a new instance and is routed")
 
 
 def stand_ins(box: Sandbox, config: dict[str, object]) -> None:
