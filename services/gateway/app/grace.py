@@ -62,7 +62,8 @@ class LeaseGrace:
             and entry.lease != 0
             and not entry.draining
             and entry.metadata is not None
-            and entry.error is None
+            # a failed refresh of a model list it already has is no sign it stopped working
+            and (entry.error is None or bool(entry.metadata.models))
         )
 
     def start(self, key: str) -> None:

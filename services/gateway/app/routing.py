@@ -153,7 +153,10 @@ def candidates(route: Route, model: str | None) -> tuple[Target, ...]:
 
 
 class Balancer:
-    """Least in-flight among available candidates; ties broken by rotation."""
+    """Least in-flight among available candidates; ties broken by rotation.
+
+    When every candidate is out, one that was only ejected (failures, probe passing) is
+    still picked: ejection moves load to healthy peers, it never empties a route."""
 
     def __init__(self, upstreams: Upstreams) -> None:
         self.upstreams = upstreams
@@ -167,16 +170,20 @@ class Balancer:
         start = next(self._turn) % len(targets)
         best: Target | None = None
         best_load = 0
+        ejected: Target | None = None  # probe passing, passively ejected: a last resort
+        ejected_load = 0
         for target in targets[start:] + targets[:start]:
             if target.key in exclude:
                 continue
             state = states.get(target.key)
             load = 0 if state is None else state.in_flight
             if state is not None and not state.available(now):
+                if state.probe_ok and (ejected is None or load < ejected_load):
+                    ejected, ejected_load = target, load
                 continue
             if best is None or load < best_load:
                 best, best_load = target, load
-        return best
+        return best if best is not None else ejected
 
 
 # -- building ---------------------------------------------------------------------------

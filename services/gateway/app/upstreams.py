@@ -5,10 +5,16 @@ it lives apart, keyed by instance key, and survives table swaps. An instance is 
 when its last probe passed and it is not ejected.
 
 - Passive: ``EJECT_AFTER_FAILURES`` consecutive failures (connect errors, timeouts, 5xx)
-  eject it for ``EJECT_S``; a success resets the count.
+  eject it for ``EJECT_S``; a success resets the count. Never the last available instance
+  of its service: under saturation timeouts would otherwise turn slowness into 503 for
+  everyone. It stays routable (and probed); only a failing probe takes it out. Where a
+  route's candidates are narrowed further (by model) and all of them are ejected, the
+  balancer still picks among those whose probe passes (``routing.Balancer``).
 - Active: every ``HEALTH_PROBE_INTERVAL_S`` each instance's ``/readyz`` (Ollama:
   ``/api/version``) is probed; a failing probe takes it out, a passing one brings it back at
-  once (also out of an ejection).
+  once (also out of an ejection). A probe that only timed out does not take out the last
+  available instance of its service (a starved loop times out too); a refused connection
+  or a not-ready answer does.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from .discovery import Instance, Snapshot, describe_error
 from .kinds import synthesized
 
 log = get_logger("nexus.gateway.upstreams")
+PROBE_TIMED_OUT = "probe timed out"
 
 
 @dataclass(slots=True)
@@ -46,6 +53,7 @@ class Upstreams:
         self.eject_after = eject_after
         self.eject_s = eject_s
         self.states: dict[str, UpstreamState] = {}
+        self._peers: dict[str, tuple[str, ...]] = {}  # key -> routable keys of its service
 
     def state(self, key: str) -> UpstreamState:
         found = self.states.get(key)
@@ -60,6 +68,13 @@ class Upstreams:
             del self.states[key]
         for key in present:
             self.state(key)
+        by_service: dict[str, list[str]] = {}
+        for i in snapshot.instances:
+            if i.metadata is not None and not i.draining:
+                by_service.setdefault(i.service, []).append(i.key)
+        self._peers = {
+            i.key: tuple(by_service.get(i.service, ())) for i in snapshot.instances
+        }
 
     def success(self, key: str) -> None:
         state = self.states.get(key)
@@ -73,14 +88,33 @@ class Upstreams:
             return
         state.failures += 1
         state.detail = reason
-        if state.failures >= self.eject_after and time.monotonic() >= state.ejected_until:
-            state.ejected_until = time.monotonic() + self.eject_s
-            log.warning("instance ejected", instance=key, failures=state.failures, reason=reason)
+        now = time.monotonic()
+        if state.failures < self.eject_after or now < state.ejected_until:
+            return
+        if not self._another_available(key, now):
+            if state.failures == self.eject_after:  # once per run of failures
+                log.warning("last available instance of its service kept routable",
+                            instance=key, failures=state.failures, reason=reason)  # fmt: skip
+            return
+        state.ejected_until = now + self.eject_s
+        log.warning("instance ejected", instance=key, failures=state.failures, reason=reason)
+
+    def _another_available(self, key: str, now: float) -> bool:
+        for peer in self._peers.get(key, ()):
+            found = self.states.get(peer)
+            if peer != key and found is not None and found.available(now):
+                return True
+        return False
 
     def probed(self, key: str, result: CheckResult) -> bool:
         """Record a probe; True when this brought the instance back."""
         state = self.state(key)
-        was_out = not state.available(time.monotonic())
+        now = time.monotonic()
+        was_out = not state.available(now)
+        if not result.ok and result.detail == PROBE_TIMED_OUT and state.probe_ok:
+            if not self._another_available(key, now):  # slow, maybe, not gone: keep it
+                state.detail = result.detail
+                return False
         state.probe_ok = result.ok
         state.detail = None if result.ok else result.detail
         if not result.ok:
@@ -142,6 +176,8 @@ async def probe(http: httpx.AsyncClient, instance: Instance) -> CheckResult:
         if kind is not None:
             return await kind.probe(http, instance)
         resp = await http.get(f"{instance.base_url}/readyz")
+    except (TimeoutError, httpx.TimeoutException):
+        return CheckResult(False, PROBE_TIMED_OUT)
     except Exception as exc:
         return CheckResult(False, describe_error(exc))
     return CheckResult(

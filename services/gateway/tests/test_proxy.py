@@ -250,6 +250,21 @@ async def test_a_first_byte_timeout_is_504() -> None:
         assert_error(await client.post("/v1/echo", json={}), 504, "upstream_timeout")
 
 
+async def test_timeouts_on_the_only_instance_never_turn_into_503() -> None:
+    """Saturated: every request times out. The only instance is not ejected (503 for
+    everyone); each request gets its 504, and the first quick answer is served."""
+    async with echo_upstream() as echo, proxied(
+        echo, upstream_first_byte_timeout_s=0.1, eject_after_failures=2
+    ) as (client, state):
+        echo.route("POST", "/v1/echo", slow)
+        for _ in range(4):
+            assert_error(await client.post("/v1/echo", json={}), 504, "upstream_timeout")
+        (instance,) = state.table.snapshot.instances
+        assert state.upstreams.describe(instance) == "ready"
+        echo.route("POST", "/v1/echo", answer(Reply.json({"ok": True})))
+        assert (await client.post("/v1/echo", json={})).json() == {"ok": True}
+
+
 async def test_the_total_timeout_is_504() -> None:
     async with echo_upstream() as echo, proxied(echo, upstream_total_timeout_s=0.05) as (
         client, _,

@@ -9,7 +9,7 @@ import pytest
 
 from app.discovery import Instance
 from app.routing import Balancer, RoutingTable, Target, build_routing_table, candidates
-from app.upstreams import Upstreams
+from app.upstreams import PROBE_TIMED_OUT, Upstreams
 from nexus_kit import CheckResult, MethodNotAllowedError, ModelNotFoundError, NotFoundError
 from tests.support import instance, metadata, snapshot
 
@@ -244,6 +244,74 @@ def test_a_passing_probe_brings_an_instance_back_and_a_failing_one_takes_it_out(
         ups.failure(key, "refused")
     assert ups.probed(key, CheckResult(True)) is True  # out of an ejection too
     assert ups.describe(targets[0].instance) == "ready"
+
+
+def test_the_last_available_instance_of_a_service_is_never_ejected() -> None:
+    """Saturation makes every request time out: ejecting the only instance would turn
+    slowness into 503 for everyone. It stays routable; a failing probe still takes it out."""
+    t = table(instance("acme", 0))
+    ups = Upstreams(eject_after=3, eject_s=60)
+    ups.sync(t.snapshot)
+    balancer = Balancer(ups)
+    targets = t.resolve("POST", "/v1/echo").targets
+    key = targets[0].key
+    for _ in range(10):
+        ups.failure(key, "timed out")
+    assert ups.state(key).available(time.monotonic())
+    assert ups.describe(targets[0].instance) == "ready"
+    assert balancer.pick(targets) == targets[0]
+    ups.probed(key, CheckResult(False, "readyz 503"))
+    assert balancer.pick(targets) is None
+
+
+def test_a_probe_timeout_takes_out_a_peer_but_never_the_last_available_instance() -> None:
+    t, ups, balancer = two_instances()
+    targets = t.resolve("POST", "/v1/echo").targets
+    a, b = (x.key for x in targets)
+    ups.probed(a, CheckResult(False, PROBE_TIMED_OUT))
+    assert ups.describe(targets[0].instance) == "unhealthy"  # b takes the load
+    ups.probed(b, CheckResult(False, PROBE_TIMED_OUT))
+    assert ups.describe(targets[1].instance) == "ready"  # the last one: slow is not gone
+    assert balancer.pick(targets) == targets[1]
+    ups.probed(b, CheckResult(False, "readyz 503"))  # an answer saying "not ready" counts
+    assert balancer.pick(targets) is None
+
+
+def test_the_last_one_standing_of_two_is_kept() -> None:
+    t, ups, balancer = two_instances()
+    targets = t.resolve("POST", "/v1/echo").targets
+    a, b = (x.key for x in targets)
+    for _ in range(3):
+        ups.failure(a, "timed out")
+    assert ups.describe(targets[0].instance) == "ejected"  # b is there to take the load
+    for _ in range(3):
+        ups.failure(b, "timed out")
+    assert ups.describe(targets[1].instance) == "ready"  # the last available one stays
+    assert {balancer.pick(targets).key for _ in range(4)} == {b}  # type: ignore[union-attr]
+
+
+def test_a_draining_or_other_service_instance_does_not_count_as_a_peer() -> None:
+    t = table(instance("acme", 0), instance("acme", 1, draining=True), instance("other", 0))
+    ups = Upstreams(eject_after=1, eject_s=60)
+    ups.sync(t.snapshot)
+    (target,) = t.resolve("POST", "/services/acme/v1/echo").targets
+    ups.failure(target.key, "timed out")
+    assert ups.describe(target.instance) == "ready"
+
+
+def test_a_route_whose_candidates_are_all_ejected_still_picks_one_whose_probe_passes() -> None:
+    """Model narrowing can leave only ejected candidates while the service has other
+    instances: the balancer falls back to the least loaded of them, never to a failing one."""
+    t, ups, balancer = two_instances()
+    targets = t.resolve("POST", "/v1/echo").targets
+    a, b = (x.key for x in targets)
+    ups.state(a).ejected_until = ups.state(b).ejected_until = time.monotonic() + 60
+    ups.state(a).in_flight = 5
+    assert {balancer.pick(targets).key for _ in range(4)} == {b}  # type: ignore[union-attr]
+    ups.probed(b, CheckResult(False, "readyz 503"))
+    ups.state(b).ejected_until = time.monotonic() + 60
+    assert {balancer.pick(targets).key for _ in range(4)} == {a}  # type: ignore[union-attr]
+    assert balancer.pick(targets, {a}) is None
 
 
 def test_unavailable_everywhere_picks_nothing() -> None:
