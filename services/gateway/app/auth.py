@@ -24,6 +24,7 @@ from opentelemetry.trace import SpanKind
 from nexus_kit import (
     AuthenticationError,
     PermissionDeniedError,
+    RateLimitError,
     ServiceUnavailableError,
     get_logger,
 )
@@ -248,12 +249,20 @@ class AuthGuard:
         admin_only = access.path in self.admin_paths or is_alias_admin(access.path)
         if admin_only and not identity.is_admin:
             raise PermissionDeniedError(f"{quote_input(access.path)} is for administrators only.")
-        quota = await self.limiter.hit(identity.limit_key, identity.rate_limit_rpm)
+        tokens = TokenQuota.of(identity) if self.tokens is not None else None
+        try:
+            quota = await self.limiter.hit(identity.limit_key, identity.rate_limit_rpm)
+        except RateLimitError as refused:
+            if tokens is not None and self.tokens is not None:  # token headers on the 429 too
+                peeked = await self.tokens.peek(identity.limit_key, tokens)
+                refused.headers.update({k.decode(): v.decode() for k, v in peeked})
+            raise
         headers = quota.headers() if quota else []
-        metered = self.tokens is not None and kind_of(access.path) is not None
-        tokens = TokenQuota.of(identity) if metered else None  # model endpoints only
         if tokens is not None and self.tokens is not None:  # token quotas (tokenlimit.py)
-            headers = [*headers, *await self.tokens.admit(identity.limit_key, tokens)]
+            if kind_of(access.path) is not None:  # a model endpoint: admitted or refused
+                headers = [*headers, *await self.tokens.admit(identity.limit_key, tokens)]
+            else:  # any other path: the headers only
+                headers = [*headers, *await self.tokens.peek(identity.limit_key, tokens)]
         return Decision(identity=identity, headers=headers)
 
 

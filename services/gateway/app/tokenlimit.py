@@ -9,7 +9,10 @@ day and month. A request is admitted while its windows have room, and charged it
 limit, and the next one waits for the reset. Refusals are OpenAI's: 429 ``rate_limit_exceeded``
 with type ``tokens`` (TPM) or 429 ``insufficient_quota`` (a spent budget), with
 ``Retry-After``; every response of a key with a TPM limit carries ``x-ratelimit-limit-tokens``,
-``-remaining-tokens`` and ``-reset-tokens`` (OpenAI's duration format, e.g. ``6m0s``).
+``-remaining-tokens`` and ``-reset-tokens`` (OpenAI's duration format, e.g. ``6m0s``): model
+endpoints from ``admit``, every other path (``/v1/models``, the usage API, a request-limit 429)
+from ``peek``, which reads the window and never refuses (one storage read). The budgets have no
+headers. Quotas are key fields: a JWT caller has no key, so none apply to it.
 When the storage is down, quotas fail open (a warning), as request limits do.
 """
 
@@ -122,6 +125,22 @@ class TokenLimiter:
             log.warning("token-limit storage unavailable; not limiting", error=type(exc).__name__)
             return []
         return headers
+
+    async def peek(self, key: str, quota: TokenQuota) -> list[tuple[bytes, bytes]]:
+        """The TPM headers without admitting anything (every non-model response of the key):
+        one storage read, never a refusal, nothing when the key has no TPM limit."""
+        if not quota.tpm:
+            return []
+        item = self._item("tpm", quota.tpm)
+        try:
+            stats = await self.limiter.get_window_stats(item, "tpm", key, "")
+        except Exception as exc:
+            log.warning("token-limit storage unavailable; no token headers",
+                        error=type(exc).__name__)  # fmt: skip
+            return []
+        started = stats.remaining < item.amount
+        return _headers(item.amount, stats.remaining,
+                        max(stats.reset_time - time.time(), 0.0) if started else 0.0)  # fmt: skip
 
     async def charge(self, key: str, quota: TokenQuota, tokens: int) -> None:
         """Count a finished request's tokens in every window of the key."""

@@ -104,6 +104,12 @@ def test_tpm_limit_429_and_exact_usage_reported(stack: str) -> None:
     assert headers["x-ratelimit-remaining-tokens"] == "0"
     assert DURATION.match(headers["x-ratelimit-reset-tokens"])
     assert 1 <= int(headers["retry-after"]) <= 60
+    # Not only model endpoints: every response of the key says where its tokens stand.
+    models = httpx.get(f"{stack}/v1/models", headers={"Authorization": f"Bearer {key['key']}"})
+    assert models.status_code == 200, models.text  # listing models costs no tokens: not refused
+    assert models.headers["x-ratelimit-limit-tokens"] == str(TPM)
+    assert models.headers["x-ratelimit-remaining-tokens"] == "0"
+    assert DURATION.match(models.headers["x-ratelimit-reset-tokens"])
 
     def report() -> dict[str, Any]:
         resp = httpx.get(
