@@ -40,6 +40,8 @@ KNOWN: dict[str, tuple[str, bool]] = {
     "/v1/embeddings": ("embeddings", False),
     "/v1/responses": ("responses", True),
     "/v1/messages": ("messages", True),
+    # Anthropic's token count (Claude Code calls it); no Ollama serves it: docs/upstreams.md
+    "/v1/messages/count_tokens": ("messages.count_tokens", False),
     "/v1/images/generations": ("images.generate", False),
     "/v1/audio/speech": ("audio.speech", True),
     "/v1/audio/transcriptions": ("audio.transcriptions", False),
