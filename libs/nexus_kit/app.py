@@ -138,6 +138,10 @@ def create_app(
         lifespan=kit_lifespan,
         # A body sent without any Content-Type is parsed as JSON (clients mean JSON here).
         strict_content_type=False,
+        # The kit traces requests itself (tracing.py, one attribute check when off). FastAPI's
+        # native telemetry would add a second server span, and even with nothing configured it
+        # looks up three global OTel providers on every request (issue 14: ~1% of a core).
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.kit = KitState(settings, metrics, registrar, in_flight, drainer, all_checks, describe)
     install_error_handlers(app)
