@@ -40,6 +40,9 @@ from .upstreams import probe as probe_instance
 from .usagesink import UsageRuntime
 
 log = get_logger("nexus.gateway")
+# Middle and old generations with a large young one (the setting ``gc_young_threshold``): a
+# middle pass every 20 young ones, a full pass every 10 middle ones (CPython: 10, 10).
+GC_OLDER_THRESHOLDS = (20, 10)
 
 
 class GatewayState:
@@ -144,6 +147,7 @@ class GatewayState:
         )  # fmt: skip
         if not s.gateway_metrics_socket:  # a lone process; a supervisor checked for its workers
             oslimits.warn_at_start(s)
+        gc_before = gc.get_threshold()
         try:
             if s.gateway_metrics_port or s.gateway_metrics_socket:
                 await metrics_server.start()
@@ -159,8 +163,11 @@ class GatewayState:
             if s.gc_freeze_after_startup:
                 gc.collect()
                 gc.freeze()  # see the setting: startup objects leave the collector's full passes
+            if s.gc_young_threshold:
+                gc.set_threshold(s.gc_young_threshold, *GC_OLDER_THRESHOLDS)
             yield
         finally:
+            gc.set_threshold(*gc_before)  # several apps can share a process (tests)
             await self._close(metrics_server)
 
     async def _close(self, metrics_server: MetricsServer) -> None:
