@@ -25,6 +25,7 @@ from deploy_support import (
     host_ports,
     load_compose,
     parse_dockerfile,
+    read_env_file,
     referenced_variables,
     root_model,
     service_dirs,
@@ -297,3 +298,56 @@ def test_deploy_files_run_one_service_against_the_shared_etcd(folder: Path) -> N
             assert sorted(NERDCTL_UNSUPPORTED & set(service)) == [], path.name
         else:
             assert service["healthcheck"]["test"][0] == "CMD", path.name
+
+
+# --- deploy/compose and deploy/nerdctl keep parity with the root stack ------------------------
+
+TRACING = "OTEL_EXPORTER_OTLP_ENDPOINT"
+
+
+def raw_services(path: Path) -> dict[str, dict[str, Any]]:
+    """A file's services as written (``${...}`` not interpolated), to compare expressions."""
+    found: dict[str, dict[str, Any]] = yaml.safe_load(path.read_text())["services"]
+    return found
+
+
+def test_root_files_pass_the_otlp_endpoint_to_every_nexus_service() -> None:
+    passed = {}
+    for path in COMPONENT_FILES:
+        for service in raw_services(path).values():
+            environment = environment_of(service)
+            if "SERVICE_NAME" in environment:
+                passed[environment["SERVICE_NAME"]] = environment.get(TRACING)
+    assert set(passed) >= set(nexus_service_names())
+    assert set(passed.values()) == {"${OTEL_EXPORTER_OTLP_ENDPOINT:-}"}, passed  # empty = off
+
+
+@pytest.mark.parametrize("folder", DEPLOY_FOLDERS, ids=lambda p: p.name)
+def test_deploy_files_pass_the_otlp_endpoint_like_the_root_files(folder: Path) -> None:
+    root = {
+        environment_of(s)["SERVICE_NAME"]: environment_of(s).get(TRACING)
+        for path in COMPONENT_FILES
+        for s in raw_services(path).values()
+        if "SERVICE_NAME" in environment_of(s)
+    }
+    checked = []
+    for path in sorted(folder.glob("*.yml")):
+        for service in raw_services(path).values():
+            environment = environment_of(service)
+            name = environment.get("SERVICE_NAME")
+            if name is None:
+                continue
+            assert environment.get(TRACING) == root[name], f"{folder.name}/{path.name}"
+            checked.append(path.stem)
+    assert set(nexus_service_names()) <= {c.removesuffix("-gpu") for c in checked}
+    assert read_env_file(folder / ".env.example")[TRACING] == ""  # off unless a collector is set
+
+
+@pytest.mark.parametrize("folder", DEPLOY_FOLDERS, ids=lambda p: p.name)
+def test_deploy_gateway_sets_the_os_limits_of_the_root_gateway(folder: Path) -> None:
+    root = raw_services(ROOT / "docker-compose.gateway.yml")["gateway"]
+    (deployed,) = raw_services(folder / "gateway.yml").values()
+    assert root["ulimits"]["nofile"]["soft"] >= 65536
+    assert int(root["sysctls"]["net.core.somaxconn"]) >= 4096
+    assert deployed["ulimits"] == root["ulimits"]
+    assert deployed["sysctls"] == root["sysctls"]
