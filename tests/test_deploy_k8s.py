@@ -12,6 +12,8 @@ import pytest
 import yaml
 from deploy_support import GPU_COMPONENTS, ROOT, VENV_BIN, service_dirs
 
+from nexus_kit.settings import ServiceSettings
+
 K8S = ROOT / "deploy" / "k8s"
 TARGETS = [K8S, K8S / "overlays" / "cpu-only"]
 SECRETS = {"NEXUS_ADMIN_API_KEY", "NEXUS_INTERNAL_TOKEN"}
@@ -164,3 +166,27 @@ def test_the_readme_secret_overlay_replaces_the_placeholders(tmp_path: Path) -> 
         if "secretKeyRef" in env.get("valueFrom", {})
     }
     assert names == {secret["metadata"]["name"]}
+
+
+@pytest.mark.parametrize("name", [d.name for d in service_dirs()])
+def test_the_grace_period_covers_the_prestop_window_and_the_drain(
+    name: str, manifests: Manifests
+) -> None:
+    """At SIGTERM readyz answers 503 for PRESTOP_DELAY_S while the pod still serves; the
+    readiness probe must fail within that window, and the pod must not be killed before the
+    window plus the drain (SHUTDOWN_GRACE_S) are over."""
+    pod = manifests[("Deployment", name)]["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    fields = ServiceSettings.model_fields
+    prestop = float(env.get("PRESTOP_DELAY_S") or fields["prestop_delay_s"].default)
+    drain = float(env.get("SHUTDOWN_GRACE_S") or fields["shutdown_grace_s"].default)
+    readiness = container["readinessProbe"]
+    assert prestop > 0
+    assert readiness["periodSeconds"] * readiness["failureThreshold"] <= prestop
+    assert readiness["timeoutSeconds"] <= readiness["periodSeconds"]
+    assert pod["terminationGracePeriodSeconds"] >= prestop + drain + 2
+    text = (K8S / "base" / f"{name}.yaml").read_text()
+    above = text.split("terminationGracePeriodSeconds")[0].rsplit("enableServiceLinks", 1)[1]
+    assert "PRESTOP_DELAY_S" in above  # the comment says why
+    assert "SHUTDOWN_GRACE_S" in above
