@@ -142,7 +142,7 @@ class Spool:
         self.directory = directory
         self.max_bytes = max_bytes  # 0: no bound
         self.claim_stale_s = claim_stale_s
-        self._held: set[Path] = set()  # this process's claims being sent now
+        self._held = _HELD  # this process's claims being sent now (any Spool of the process)
 
     def write(self, records: list[dict[str, Any]]) -> bool:
         """Spool one batch; False (nothing written) when it would pass ``max_bytes``."""
@@ -227,6 +227,9 @@ class Spool:
         self._held.discard(path)
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
+
+
+_HELD: set[Path] = set()
 
 
 def _alive(pid: int) -> bool:

@@ -110,6 +110,10 @@ def test_claims_of_dead_or_stale_senders_are_put_back(tmp_path: Path) -> None:
     assert held is not None
     assert spool.claim(tmp_path / "0001.json") is None  # one claim wins
     assert [p.name for p in spool.batches()] == ["0003.json"]  # our own live claim stays
+    other = Spool(tmp_path)  # another Spool of this process (a second app): same holds
+    assert [p.name for p in other.batches()] == ["0003.json"]
+    spool.release(held)
+    assert [p.name for p in other.batches()] == ["0001.json", "0003.json"]
     assert spool.size() == sum(p.stat().st_size for p in tmp_path.iterdir())
 
 
