@@ -12,7 +12,7 @@ from asgi_lifespan import LifespanManager
 from app.guard import Access, Decision
 from app.main import build_app
 from app.settings import GatewaySettings
-from nexus_kit import AuthenticationError
+from nexus_kit import AuthenticationError, CheckResult
 from tests.support import assert_openai_schema, gateway, instance, meta_json, metadata, settings
 from tests.support import snapshot as make_snapshot
 from tests.upstream import FakeUpstream, Reply, answer
@@ -56,8 +56,12 @@ async def test_unready_instances_leave_the_model_list() -> None:
         mock_backends(mock)
         async with gateway(config()) as (client, state):
             ollama = next(i for i in state.table.snapshot.instances if i.service == "ollama")
-            for _ in range(3):
+            for _ in range(3):  # failures alone never eject the only instance (upstreams.py)
                 state.upstreams.failure(ollama.key, "refused")
+            ids = [m["id"] for m in (await client.get("/v1/models")).json()["data"]]
+            assert "nomic" in ids
+            assert len(ids) > 1
+            state.upstreams.probed(ollama.key, CheckResult(False, "503"))
             ids = [m["id"] for m in (await client.get("/v1/models")).json()["data"]]
             assert ids == ["nomic"]
 
