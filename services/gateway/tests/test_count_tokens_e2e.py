@@ -2,7 +2,7 @@
 
 No Ollama version serves it (its Anthropic layer lists it as not supported, docs/upstreams.md),
 so behind Ollama alone it is a 404 in Anthropic's shape, which the SDK raises as
-``NotFoundError`` and Claude Code tolerates. A ``kind: openai`` upstream that serves it (an
+``NotFoundError``. A ``kind: openai`` upstream that serves it (an
 Anthropic-compatible server) names it in its registration's ``paths`` and gets it routed by
 the body's ``model``, with the upstream's own ``{"input_tokens": N}`` passed through.
 """
