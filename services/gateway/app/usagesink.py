@@ -235,7 +235,7 @@ _HELD: set[Path] = set()
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError, ValueError):  # gone, or no pid at all
         return False
     except OSError:
         return True  # exists, another user's

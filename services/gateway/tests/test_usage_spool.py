@@ -102,18 +102,19 @@ def test_claims_of_dead_or_stale_senders_are_put_back(tmp_path: Path) -> None:
     live_pid = os.getppid()  # alive for the whole test (pytest's parent)
     (tmp_path / f"0001.{dead_pid}.claim").write_bytes(orjson.dumps([record(1)]))
     (tmp_path / f"0002.{live_pid}.claim").write_bytes(orjson.dumps([record(2)]))
+    (tmp_path / f"0004.{2**80}.claim").write_bytes(orjson.dumps([record(4)]))  # no such pid
     old = tmp_path / f"0003.{live_pid}.claim"
     old.write_bytes(orjson.dumps([record(3)]))
     os.utime(old, (time.time() - 3600, time.time() - 3600))
-    assert [p.name for p in spool.batches()] == ["0001.json", "0003.json"]
+    assert [p.name for p in spool.batches()] == ["0001.json", "0003.json", "0004.json"]
     held = spool.claim(tmp_path / "0001.json")
     assert held is not None
     assert spool.claim(tmp_path / "0001.json") is None  # one claim wins
-    assert [p.name for p in spool.batches()] == ["0003.json"]  # our own live claim stays
+    assert [p.name for p in spool.batches()] == ["0003.json", "0004.json"]  # ours stays held
     other = Spool(tmp_path)  # another Spool of this process (a second app): same holds
-    assert [p.name for p in other.batches()] == ["0003.json"]
+    assert [p.name for p in other.batches()] == ["0003.json", "0004.json"]
     spool.release(held)
-    assert [p.name for p in other.batches()] == ["0001.json", "0003.json"]
+    assert [p.name for p in other.batches()] == ["0001.json", "0003.json", "0004.json"]
     assert spool.size() == sum(p.stat().st_size for p in tmp_path.iterdir())
 
 
