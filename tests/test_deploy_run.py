@@ -35,6 +35,11 @@ pytestmark = pytest.mark.integration
 
 CONTAINER_PATHS = ("/data", "/home/nexus")
 _URL = re.compile(r"(https?://)([A-Za-z0-9_.-]+):(\d+)")
+# A PostgreSQL URL naming a compose host (the usage service's `usage-db`).
+_PG_URL = re.compile(r"^postgresql(\+\w+)?://[^@/]*@([A-Za-z0-9_.-]+)(:\d+)?/\w+$")
+POSTGRES_URL = os.environ.get(
+    "NEXUS_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+)
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +47,30 @@ def etcd() -> Iterator[EtcdServer]:
     server = EtcdServer().start()
     yield server
     server.cleanup()
+
+
+@pytest.fixture
+def scratch_database() -> Iterator[str]:
+    """A throwaway database on this machine's PostgreSQL, as a URL; dropped afterwards."""
+    import asyncio
+
+    import asyncpg  # type: ignore[import-untyped]
+
+    name = f"nexus_deployrun_{os.getpid()}_{time.monotonic_ns() % 1_000_000}"
+    admin = POSTGRES_URL.replace("+asyncpg", "")
+
+    async def run(sql: str) -> None:
+        conn = await asyncpg.connect(admin)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(run(f'CREATE DATABASE "{name}"'))
+    try:
+        yield POSTGRES_URL.rsplit("/", 1)[0] + "/" + name
+    finally:
+        asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture(scope="module")
@@ -56,12 +85,13 @@ def startable() -> list[Path]:
 
 def localize(
     env: dict[str, str], *, name: str, port: int, etcd_url: str, known_hosts: set[str],
-    container_paths: list[str], scratch: Path, exposed: dict[int, int],
+    container_paths: list[str], scratch: Path, exposed: dict[int, int], database_url: str = "",
 ) -> dict[str, str]:  # fmt: skip
     """Container env → this machine's: hosts, ports and paths as the docstring says.
 
     ``exposed`` maps each port the image EXPOSEs to a free one here (a variable holding just
-    such a port, like the gateway's metrics port, gets the free one).
+    such a port, like the gateway's metrics port, gets the free one). A PostgreSQL URL naming a
+    compose host becomes ``database_url`` (a scratch database on this machine's PostgreSQL).
     """
     elsewhere: dict[str, int] = {}
 
@@ -77,6 +107,10 @@ def localize(
 
     out: dict[str, str] = {}
     for key, value in env.items():
+        pg = _PG_URL.match(value)
+        if pg and pg.group(2) in known_hosts and database_url:
+            out[key] = database_url
+            continue
         if value.isdigit() and int(value) in exposed:
             out[key] = str(exposed[int(value)])
             continue
@@ -105,7 +139,8 @@ def command_here(cmd: list[str], port: int) -> list[str]:
 
 @pytest.mark.parametrize("service_dir", startable(), ids=lambda p: p.name)
 def test_image_command_starts_the_service_and_its_healthcheck_passes(
-    service_dir: Path, etcd: EtcdServer, compose_services: dict[str, Any], tmp_path: Path
+    service_dir: Path, etcd: EtcdServer, compose_services: dict[str, Any], tmp_path: Path,
+    request: pytest.FixtureRequest,
 ) -> None:
     name = service_dir.name
     dockerfile = parse_dockerfile(service_dir / "Dockerfile")
@@ -115,11 +150,14 @@ def test_image_command_starts_the_service_and_its_healthcheck_passes(
     port = free_port()
 
     volumes = [v.split(":")[1] for v in service.get("volumes") or [] if isinstance(v, str)]
+    environment = environment_of(service)
+    needs_db = any(_PG_URL.match(v) for v in environment.values())
+    database_url = request.getfixturevalue("scratch_database") if needs_db else ""
     env = localize(
-        {**dockerfile.env, **environment_of(service)},
+        {**dockerfile.env, **environment},
         name=name, port=port, etcd_url=etcd.endpoint, known_hosts=set(compose_services),
         container_paths=sorted({*volumes, *CONTAINER_PATHS}, key=len, reverse=True),
-        scratch=tmp_path,
+        scratch=tmp_path, database_url=database_url,
         exposed={p: port if p == container_port else free_port() for p in dockerfile.exposed},
     )  # fmt: skip
     assert env["ETCD_ENDPOINTS"] == etcd.endpoint
