@@ -409,6 +409,7 @@ class Proxy:
                 spans.opened(target, status)
             if status >= 400 and not ex.started:
                 self._check_json(body, head)  # an invalid body: our 400, not theirs
+            head.forward = []  # sent, never sent again: not held for a stream's life (~1.4 KB)
             if status == 404 and target.instance.kind == "ollama" and info.model:
                 await resp.read()  # Ollama's own not_found_error for a model it lacks
                 raise ModelNotFoundError(info.model)

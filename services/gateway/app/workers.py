@@ -255,8 +255,10 @@ def run_worker(fd: int) -> None:
     from .main import app  # built from the environment the supervisor passed
 
     settings = app.state.kit.settings
+    # proxy_headers off: nothing in the gateway reads the client address, and uvicorn's
+    # X-Forwarded-* middleware is one more coroutine held by every open stream (issue 14).
     config = uvicorn.Config(
-        app, loop="asyncio", log_config=None, lifespan="on",
+        app, loop="asyncio", log_config=None, lifespan="on", proxy_headers=False,
         timeout_graceful_shutdown=int(settings.shutdown_grace_s) + 1,
     )  # fmt: skip
     uvicorn.Server(config).run(sockets=[sock])
