@@ -31,8 +31,9 @@ NOT_VARIABLES = {
     "gateway": {"STATIC_BACKENDS"},
 }
 READ_BESIDES_FIELDS = {
-    # <NAME>_BASE_URL names a static backend (DESIGN.md "Static backends from env").
-    "gateway": re.compile(r"^[A-Z][A-Z0-9_]*_BASE_URL$"),
+    # <NAME>_BASE_URL names a static backend (DESIGN.md "Static backends from env");
+    # NEXUS_UPSTREAM_KEY_<NAME> is an upstream credential a registration names (docs/upstreams.md).
+    "gateway": re.compile(r"^([A-Z][A-Z0-9_]*_BASE_URL|NEXUS_UPSTREAM_KEY_[A-Z0-9_]+)$"),
 }
 # Specified for a service but not read by it yet, tolerated until it is (then drop the entry).
 NOT_READ_YET: set[tuple[str, str]] = set()
