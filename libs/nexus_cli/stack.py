@@ -83,6 +83,7 @@ def service_env(
     etcd_endpoint: str,
     secrets: DevSecrets,
     gateway: str,
+    state_dir: Path | None = None,
 ) -> dict[str, str]:
     """The environment one service runs with: ours, minus SERVICE_*, plus its own settings."""
     # SERVICE_* inherited from the caller would give every service one name, port or id.
@@ -100,6 +101,11 @@ def service_env(
         # a value the developer set (environment or the service's .env) is left alone.
         if "IMAGES_PUBLIC_BASE_URL" not in {**env_file_values(spec.directory), **environ}:
             env["IMAGES_PUBLIC_BASE_URL"] = f"{gateway}/services/images"
+    if spec.key == "gateway" and state_dir is not None:
+        # Usage records waiting for the usage service belong to this stack: keep them in its
+        # state folder, not in a spool other gateways on the host would replay too.
+        if "USAGE_SPOOL_DIR" not in {**env_file_values(spec.directory), **environ}:
+            env["USAGE_SPOOL_DIR"] = str(state_dir / "usage-spool")
     return env
 
 
@@ -147,7 +153,7 @@ class Stack:
             return 1
         gateway = gateway_url(root, environ)
         for spec in specs:
-            env = service_env(spec, environ, etcd.endpoint, secrets, gateway)
+            env = service_env(spec, environ, etcd.endpoint, secrets, gateway, state_dir)
             self.runs.append(await self._start_service(spec, env))
         await self._until(asyncio.gather(*(run.settled.wait() for run in self.runs)))
         if self.stop.is_set():

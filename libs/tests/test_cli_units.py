@@ -116,6 +116,17 @@ def test_service_env(root: Path) -> None:
     assert env["IMAGES_PUBLIC_BASE_URL"] == "https://img.example"
 
 
+def test_the_gateway_spools_usage_in_the_stacks_state_folder(root: Path, tmp_path: Path) -> None:
+    from nexus_cli.devkeys import DevSecrets
+
+    gateway = load_spec(make_service(root, "gateway", "SERVICE_PORT=8800\n"), {})
+    secrets = DevSecrets("nx-admin", "test", "internal")
+    args = ("http://127.0.0.1:1", secrets, "http://127.0.0.1:8800", tmp_path)
+    assert service_env(gateway, {}, *args)["USAGE_SPOOL_DIR"] == str(tmp_path / "usage-spool")
+    own = {"USAGE_SPOOL_DIR": "/srv/spool"}
+    assert service_env(gateway, own, *args)["USAGE_SPOOL_DIR"] == "/srv/spool"
+
+
 def test_known_component_without_port_in_env_files_gets_design_port(root: Path) -> None:
     assert load_spec(make_service(root, "gateway"), {}).port == 8800
 

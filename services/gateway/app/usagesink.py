@@ -57,8 +57,11 @@ _MAX_MODEL_LABELS = 200
 _TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
 
-def default_spool_dir(service_name: str) -> Path:
-    return Path(tempfile.gettempdir()) / "nexus-usage-spool" / service_name
+def default_spool_dir(service_name: str, port: int) -> Path:
+    """Where records wait when ``USAGE_SPOOL_DIR`` is unset: one folder per gateway name and
+    port, so a restart finds its own records and the worker processes of one gateway share them,
+    while other gateways on the host (another stack, a test, a benchmark) never replay them."""
+    return Path(tempfile.gettempdir()) / "nexus-usage-spool" / f"{service_name}-{port}"
 
 
 class UsageMetrics:
@@ -466,7 +469,11 @@ class UsageRuntime:
         self.table = table
         self.metrics = UsageMetrics(CollectorRegistry())
         token = s.nexus_internal_token.get_secret_value() if s.nexus_internal_token else None
-        spool = Path(s.usage_spool_dir) if s.usage_spool_dir else default_spool_dir(s.service_name)
+        spool = (
+            Path(s.usage_spool_dir)
+            if s.usage_spool_dir
+            else default_spool_dir(s.service_name, s.service_port)
+        )
         self.delivery = Delivery(
             self.ingest_url, client, token, lambda: self.metrics, spool,
             batch_size=s.usage_batch_size, interval_s=s.usage_flush_interval_s,

@@ -184,3 +184,12 @@ def test_worker_processes_sharing_a_spool_send_each_batch_exactly_once(tmp_path:
     assert list(spool_dir.iterdir()) == []  # nothing left behind, claimed or not
     senders = sum(1 for w in range(4) if (outputs / f"{w}").exists())
     assert senders >= 1
+
+
+def test_the_default_spool_is_one_gateways_own() -> None:
+    from app.usagesink import default_spool_dir
+
+    mine = default_spool_dir("gateway", 8800)
+    assert mine == default_spool_dir("gateway", 8800)  # a restart finds its records again
+    assert mine != default_spool_dir("gateway", 18800)  # another gateway on the host: not its
+    assert mine != default_spool_dir("gateway-b", 8800)
