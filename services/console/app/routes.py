@@ -81,6 +81,15 @@ async def page(if_none_match: IfNoneMatch = None) -> Response:
 
 
 @router.get(
+    "/console/", operation_id="console.page_slash", summary="Redirect to the console UI",
+    openapi_extra=PUBLIC, status_code=308,
+)  # fmt: skip
+async def page_slash() -> Response:
+    # The page loads its files relative to /console; under /console/ they would not resolve.
+    return Response(status_code=308, headers={"Location": "/console"})
+
+
+@router.get(
     "/console/{asset}", operation_id="console.asset", summary="A file of the console UI",
     openapi_extra=PUBLIC,
 )  # fmt: skip

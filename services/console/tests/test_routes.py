@@ -63,5 +63,19 @@ async def test_metadata_advertises_public_page_and_assets(client: httpx.AsyncCli
     meta = (await client.get("/v1/metadata")).json()
     assert meta["service"]["name"] == "console"
     endpoints = {(e["method"], e["path"]): e for e in meta["endpoints"]}
-    assert set(endpoints) == {("GET", "/console"), ("GET", "/console/{asset}")}
+    assert set(endpoints) == {
+        ("GET", "/console"),
+        ("GET", "/console/"),
+        ("GET", "/console/{asset}"),
+    }
     assert all(e["public"] for e in endpoints.values())
+
+
+async def test_a_trailing_slash_redirects_to_the_page(client: httpx.AsyncClient) -> None:
+    resp = await client.get("/console/")
+    assert resp.status_code == 308
+    assert resp.headers["location"] == "/console"
+    meta = (await client.get("/v1/metadata")).json()
+    slash = [e for e in meta["endpoints"] if e["path"] == "/console/"]
+    assert slash
+    assert slash[0].get("public") is True  # the gateway routes it without a bearer
