@@ -35,8 +35,7 @@ from .proxy import Proxy
 from .ratelimit import RateLimiter
 from .routing import EMPTY_TABLE, Balancer, RoutingTable, build_routing_table
 from .settings import GatewaySettings
-from .upstreams import Prober, Upstreams
-from .upstreams import probe as probe_instance
+from .upstreams import Prober, Upstreams, grace_probe
 from .usagesink import UsageRuntime
 
 log = get_logger("nexus.gateway")
@@ -66,7 +65,7 @@ class GatewayState:
             fetch=self._fetch,
             on_change=self.apply,
             on_event=lambda name: self.metrics.event(name),
-            probe=lambda instance: probe_instance(self.control, instance),  # lease grace
+            probe=lambda instance: grace_probe(self.upstreams, self.control, instance),
         )
         self.aliases = Aliases(settings, source_factory)  # model aliases from etcd (aliases.py)
         # usage accounting: metering, durable delivery, token quotas (usagesink.py)

@@ -14,7 +14,9 @@ when its last probe passed and it is not ejected.
   ``/api/version``) is probed; a failing probe takes it out, a passing one brings it back at
   once (also out of an ejection). A probe that only timed out does not take out the last
   available instance of its service (a starved loop times out too); a refused connection
-  or a not-ready answer does.
+  or a not-ready answer does. But a probe that timed out *and* a lease that expired together
+  mean the host is gone, not busy (a saturated instance still keeps its lease alive): the lease
+  grace (grace.py) then removes it at once instead of probing it again (``grace_probe``).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ class UpstreamState:
     probe_ok: bool = True
     detail: str | None = None
     last_ok: float | None = None  # wall clock of the last success (request or probe)
+    probe_timed_out: bool = False  # the latest active probe got no answer in time
 
     def available(self, now: float) -> bool:
         return self.probe_ok and now >= self.ejected_until
@@ -111,7 +114,8 @@ class Upstreams:
         state = self.state(key)
         now = time.monotonic()
         was_out = not state.available(now)
-        if not result.ok and result.detail == PROBE_TIMED_OUT and state.probe_ok:
+        state.probe_timed_out = not result.ok and result.detail == PROBE_TIMED_OUT
+        if state.probe_timed_out and state.probe_ok:
             if not self._another_available(key, now):  # slow, maybe, not gone: keep it
                 state.detail = result.detail
                 return False
@@ -168,6 +172,17 @@ class Prober:
         for instance, result in zip(targets, results, strict=True):
             if self.upstreams.probed(instance.key, result):
                 self.on_recovered(instance)
+
+
+async def grace_probe(
+    upstreams: Upstreams, http: httpx.AsyncClient, instance: Instance
+) -> CheckResult:
+    """The lease grace's probe: fails at once, with no request, when the latest active probe of
+    the instance timed out (lease gone and no answer: an unplugged host), else ``probe``."""
+    state = upstreams.states.get(instance.key)
+    if state is not None and state.probe_timed_out:
+        return CheckResult(False, "its lease expired and its last probe timed out")
+    return await probe(http, instance)
 
 
 async def probe(http: httpx.AsyncClient, instance: Instance) -> CheckResult:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import httpx
 import pytest
 
 from app.discovery import Instance
 from app.routing import Balancer, RoutingTable, Target, build_routing_table, candidates
-from app.upstreams import PROBE_TIMED_OUT, Upstreams
+from app.upstreams import PROBE_TIMED_OUT, Upstreams, grace_probe
 from nexus_kit import CheckResult, MethodNotAllowedError, ModelNotFoundError, NotFoundError
 from tests.support import instance, metadata, snapshot
 
@@ -275,6 +276,28 @@ def test_a_probe_timeout_takes_out_a_peer_but_never_the_last_available_instance(
     assert balancer.pick(targets) == targets[1]
     ups.probed(b, CheckResult(False, "readyz 503"))  # an answer saying "not ready" counts
     assert balancer.pick(targets) is None
+
+
+async def test_a_timed_out_probe_and_an_expired_lease_mean_gone_not_busy() -> None:
+    """The lease grace asks no more of an instance whose last probe got no answer."""
+    t, ups, _ = two_instances()
+    targets = t.resolve("POST", "/v1/echo").targets
+    a, b = (x.instance for x in targets)
+    asked: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        asked.append(str(request.url))
+        return httpx.Response(200, json={"status": "ready"})
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as http:
+        ups.probed(b.key, CheckResult(False, PROBE_TIMED_OUT))  # last one: kept routable
+        gone = await grace_probe(ups, http, b)
+        assert not gone.ok
+        assert asked == []  # decided without asking the unplugged host again
+        assert (await grace_probe(ups, http, a)).ok  # its probes pass: asked, and kept
+        assert asked == [f"{a.base_url}/readyz"]
+        ups.probed(b.key, CheckResult(True, None))
+        assert (await grace_probe(ups, http, b)).ok  # answered again: a grace like any other
 
 
 def test_the_last_one_standing_of_two_is_kept() -> None:
