@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from nexus_kit import CheckResult
+from nexus_kit.database import engine_options
 
 from .models import Base
 
@@ -28,7 +29,7 @@ class Database:
     def __init__(self, url: str, schema: str | None = None) -> None:
         self.url = url
         self.schema = None if url.startswith("sqlite") else schema
-        self.engine: AsyncEngine = create_async_engine(url, **_engine_options(url, self.schema))
+        self.engine: AsyncEngine = create_async_engine(url, **engine_options(url, self.schema))
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         if url.startswith("sqlite"):
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
@@ -73,15 +74,6 @@ def sqlite_file(url: str) -> Path | None:
         return None
     return Path(parsed.database)
 
-
-def _engine_options(url: str, schema: str | None) -> dict[str, Any]:
-    if url.startswith("sqlite"):
-        return {"connect_args": {"timeout": 15}}
-    options: dict[str, Any] = {"pool_pre_ping": True}
-    if schema:
-        # schema is validated as [a-z_][a-z0-9_]*, so quoting it is enough.
-        options["connect_args"] = {"server_settings": {"search_path": f'"{schema}"'}}
-    return options
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

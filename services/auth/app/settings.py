@@ -16,17 +16,12 @@ from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_va
 from pydantic_settings import SettingsConfigDict
 
 from nexus_kit import ServiceSettings
+from nexus_kit.database import SCHEMA_PATTERN, async_database_url
 
 SERVICE_DIR = Path(__file__).resolve().parents[1]
 DEFAULT_DATABASE_URL = f"sqlite+aiosqlite:///{SERVICE_DIR / 'auth.db'}"
 API_KEY_PATTERN = re.compile(r"^nx-[A-Za-z0-9_-]{20,200}$")
 TOKEN_PATTERN = re.compile(r"^[\x21-\x7e]{16,4096}$")  # what fits in "Bearer <token>"
-_URL_SCHEMES = {
-    "sqlite+aiosqlite": "sqlite+aiosqlite",
-    "postgresql+asyncpg": "postgresql+asyncpg",
-    "postgresql": "postgresql+asyncpg",
-    "postgres": "postgresql+asyncpg",
-}
 
 
 class AuthSettings(ServiceSettings):
@@ -37,7 +32,7 @@ class AuthSettings(ServiceSettings):
     service_port: int = 8810
 
     database_url: str = DEFAULT_DATABASE_URL
-    database_schema: str | None = Field(None, pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    database_schema: str | None = Field(None, pattern=SCHEMA_PATTERN)
 
     nexus_admin_api_key: SecretStr | None = None
     nexus_admin_username: str = Field("admin", pattern=r"^[a-z0-9._@-]{1,64}$")
@@ -61,12 +56,7 @@ class AuthSettings(ServiceSettings):
     @field_validator("database_url")
     @classmethod
     def _async_driver(cls, value: str) -> str:
-        scheme, sep, rest = value.partition("://")
-        if not sep or scheme not in _URL_SCHEMES:
-            raise ValueError(
-                "must be sqlite+aiosqlite:///<path> or postgresql+asyncpg://user@host/db"
-            )
-        return f"{_URL_SCHEMES[scheme]}://{rest}"
+        return async_database_url(value)
 
     @field_validator(
         "database_url",

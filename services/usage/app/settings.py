@@ -14,15 +14,10 @@ from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_va
 from pydantic_settings import SettingsConfigDict
 
 from nexus_kit import ServiceSettings
+from nexus_kit.database import SCHEMA_PATTERN, async_database_url
 
 SERVICE_DIR = Path(__file__).resolve().parents[1]
 DEFAULT_DATABASE_URL = f"sqlite+aiosqlite:///{SERVICE_DIR / 'usage.db'}"
-_URL_SCHEMES = {
-    "sqlite+aiosqlite": "sqlite+aiosqlite",
-    "postgresql+asyncpg": "postgresql+asyncpg",
-    "postgresql": "postgresql+asyncpg",
-    "postgres": "postgresql+asyncpg",
-}
 
 
 class UsageSettings(ServiceSettings):
@@ -32,7 +27,7 @@ class UsageSettings(ServiceSettings):
     service_port: int = 8820
 
     database_url: str = DEFAULT_DATABASE_URL
-    database_schema: str | None = Field(None, pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    database_schema: str | None = Field(None, pattern=SCHEMA_PATTERN)
     # The gateway's credential for POST /v1/usage/records (the same token it uses with auth).
     nexus_internal_token: SecretStr | None = None
     max_batch_records: int = Field(5000, ge=1, le=100_000)
@@ -40,12 +35,7 @@ class UsageSettings(ServiceSettings):
     @field_validator("database_url")
     @classmethod
     def _async_driver(cls, value: str) -> str:
-        scheme, sep, rest = value.partition("://")
-        if not sep or scheme not in _URL_SCHEMES:
-            raise ValueError(
-                "must be sqlite+aiosqlite:///<path> or postgresql+asyncpg://user@host/db"
-            )
-        return f"{_URL_SCHEMES[scheme]}://{rest}"
+        return async_database_url(value)
 
     @field_validator("database_url", "database_schema", "nexus_internal_token", mode="before")
     @classmethod
