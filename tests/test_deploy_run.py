@@ -10,6 +10,7 @@ free ones and container paths (volumes, /data, the service user's home) temp dir
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -30,6 +31,7 @@ from deploy_support import (
 )
 
 from nexus_testing import EtcdServer, ServiceProcess, free_port
+from nexus_testing.postgres import POSTGRES_URL, execute, unique_name
 
 pytestmark = pytest.mark.integration
 
@@ -37,9 +39,6 @@ CONTAINER_PATHS = ("/data", "/home/nexus")
 _URL = re.compile(r"(https?://)([A-Za-z0-9_.-]+):(\d+)")
 # A PostgreSQL URL naming a compose host (the usage service's `usage-db`).
 _PG_URL = re.compile(r"^postgresql(\+\w+)?://[^@/]*@([A-Za-z0-9_.-]+)(:\d+)?/\w+$")
-POSTGRES_URL = os.environ.get(
-    "NEXUS_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
-)
 
 
 @pytest.fixture(scope="module")
@@ -52,25 +51,12 @@ def etcd() -> Iterator[EtcdServer]:
 @pytest.fixture
 def scratch_database() -> Iterator[str]:
     """A throwaway database on this machine's PostgreSQL, as a URL; dropped afterwards."""
-    import asyncio
-
-    import asyncpg  # type: ignore[import-untyped]
-
-    name = f"nexus_deployrun_{os.getpid()}_{time.monotonic_ns() % 1_000_000}"
-    admin = POSTGRES_URL.replace("+asyncpg", "")
-
-    async def run(sql: str) -> None:
-        conn = await asyncpg.connect(admin)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(run(f'CREATE DATABASE "{name}"'))
+    name = unique_name("nexus_deployrun")
+    asyncio.run(execute(f'CREATE DATABASE "{name}"'))
     try:
         yield POSTGRES_URL.rsplit("/", 1)[0] + "/" + name
     finally:
-        asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        asyncio.run(execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture(scope="module")

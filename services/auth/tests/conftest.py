@@ -6,27 +6,18 @@ never touch other workers' tables in the shared ``test`` database.
 
 from __future__ import annotations
 
-import itertools
-import os
-import secrets
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 
 from app.settings import AuthSettings
+from nexus_testing.postgres import POSTGRES_URL, execute, unique_name
 
 from .helpers import ADMIN_KEY, INTERNAL_TOKEN, serve
-
-PG_URL = os.environ.get(
-    "NEXUS_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
-)
-_RUN = secrets.token_hex(4)
-_SCHEMAS = itertools.count()
 
 MakeSettings = Callable[..., AuthSettings]
 
@@ -48,15 +39,11 @@ async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
     if request.param == "sqlite":
         yield Target("sqlite", f"sqlite+aiosqlite:///{tmp_path / 'auth.db'}")
         return
-    schema = f"auth_test_{_RUN}_{next(_SCHEMAS)}"
+    schema = unique_name("auth_test")
     try:
-        yield Target("postgres", PG_URL, schema)
+        yield Target("postgres", POSTGRES_URL, schema)
     finally:
-        conn = await asyncpg.connect(PG_URL.replace("+asyncpg", ""))
-        try:
-            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        finally:
-            await conn.close()
+        await execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 @pytest.fixture

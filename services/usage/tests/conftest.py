@@ -6,28 +6,20 @@ touch other workers' tables in the shared ``test`` database.
 
 from __future__ import annotations
 
-import itertools
-import os
-import secrets
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 
 from app.main import build_app
 from app.settings import UsageSettings
+from nexus_testing.postgres import POSTGRES_URL, execute, unique_name
 
-PG_URL = os.environ.get(
-    "NEXUS_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
-)
 INTERNAL_TOKEN = "usage-test-internal-token-0123456789"
-_RUN = secrets.token_hex(4)
-_SCHEMAS = itertools.count()
 
 MakeSettings = Callable[..., UsageSettings]
 
@@ -39,15 +31,11 @@ async def database(
     if request.param == "sqlite":
         yield f"sqlite+aiosqlite:///{tmp_path / 'usage.db'}", None
         return
-    schema = f"usage13_{_RUN}_{next(_SCHEMAS)}"
+    schema = unique_name("usage13")
     try:
-        yield PG_URL, schema
+        yield POSTGRES_URL, schema
     finally:
-        conn = await asyncpg.connect(PG_URL.replace("+asyncpg", ""))
-        try:
-            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        finally:
-            await conn.close()
+        await execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 @pytest.fixture
