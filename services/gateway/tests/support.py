@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -31,7 +32,7 @@ from app.settings import GatewaySettings
 from app.state import GatewayState
 from nexus_kit import Endpoint, ModelInfo, ServiceMetadata
 from nexus_kit.metadata import Capabilities, ServiceInfo
-from nexus_testing import wait_until
+from nexus_testing import ServiceProcess, wait_until
 from nexus_testing.openai_schema import assert_openai_schema
 
 # OpenAI schema checks: one shared helper (vendored component schemas).
@@ -332,3 +333,25 @@ async def _stream(script: OllamaScript, model: str) -> AsyncIterator[bytes]:
         yield b"data: [DONE]\n\n"
     finally:
         script.stream_closed.set()
+
+
+SERVICES = Path(__file__).resolve().parents[2]
+
+
+def auth_process(tmp: Path, admin_key: str, internal_token: str) -> ServiceProcess:
+    """The real auth service as a process, not yet started: SQLite and its signing key in
+    ``tmp``, the bootstrap admin key, and password hashing made cheap for tests."""
+    return ServiceProcess(SERVICES / "auth", env={
+        "ETCD_ENDPOINTS": "", "DATABASE_URL": f"sqlite+aiosqlite:///{tmp / 'auth.db'}",
+        "JWT_SIGNING_KEY_FILE": str(tmp / "jwt.pem"), "NEXUS_ADMIN_API_KEY": admin_key,
+        "NEXUS_INTERNAL_TOKEN": internal_token, "PASSWORD_HASH_TIME_COST": "1",
+        "PASSWORD_HASH_MEMORY_KIB": "64", "PASSWORD_HASH_PARALLELISM": "1",
+    })  # fmt: skip
+
+
+def usage_process(tmp: Path, internal_token: str) -> ServiceProcess:
+    """The real usage service as a process, not yet started, on SQLite in ``tmp``."""
+    return ServiceProcess(SERVICES / "usage", env={
+        "ETCD_ENDPOINTS": "", "DATABASE_URL": f"sqlite+aiosqlite:///{tmp / 'usage.db'}",
+        "NEXUS_INTERNAL_TOKEN": internal_token,
+    })  # fmt: skip

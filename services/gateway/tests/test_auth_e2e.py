@@ -17,10 +17,9 @@ from openai.types.chat import ChatCompletionMessageParam
 
 from app.main import build_app
 from nexus_testing import ServiceProcess, UvicornThread, wait_for_http
-from tests.support import OllamaScript, fake_ollama, settings
+from tests.support import OllamaScript, auth_process, fake_ollama, settings
 
 pytestmark = pytest.mark.integration
-AUTH_DIR = Path(__file__).resolve().parents[2] / "auth"
 ADMIN_KEY = "nx-" + secrets.token_urlsafe(32)
 INTERNAL = secrets.token_urlsafe(24)
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
@@ -29,17 +28,7 @@ MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
 @pytest.fixture(scope="module")
 def auth_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
     tmp = tmp_path_factory.mktemp("auth")
-    env = {
-        "ETCD_ENDPOINTS": "",
-        "DATABASE_URL": f"sqlite+aiosqlite:///{tmp / 'auth.db'}",
-        "JWT_SIGNING_KEY_FILE": str(tmp / "jwt.pem"),
-        "NEXUS_ADMIN_API_KEY": ADMIN_KEY,
-        "NEXUS_INTERNAL_TOKEN": INTERNAL,
-        "PASSWORD_HASH_TIME_COST": "1",
-        "PASSWORD_HASH_MEMORY_KIB": "64",
-        "PASSWORD_HASH_PARALLELISM": "1",
-    }
-    service = ServiceProcess(AUTH_DIR, env=env).start(wait="/readyz")
+    service = auth_process(tmp, ADMIN_KEY, INTERNAL).start(wait="/readyz")
     yield service
     service.stop()
 
@@ -225,13 +214,7 @@ def test_two_gateways_share_one_limit_through_redis(
 def test_auth_down_cached_keys_keep_working_others_get_503(
     tmp_path: Path, ollama: UvicornThread
 ) -> None:
-    env = {
-        "ETCD_ENDPOINTS": "", "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'a.db'}",
-        "JWT_SIGNING_KEY_FILE": str(tmp_path / "k.pem"), "NEXUS_ADMIN_API_KEY": ADMIN_KEY,
-        "NEXUS_INTERNAL_TOKEN": INTERNAL, "PASSWORD_HASH_TIME_COST": "1",
-        "PASSWORD_HASH_MEMORY_KIB": "64", "PASSWORD_HASH_PARALLELISM": "1",
-    }  # fmt: skip
-    auth = ServiceProcess(AUTH_DIR, env=env).start(wait="/readyz")
+    auth = auth_process(tmp_path, ADMIN_KEY, INTERNAL).start(wait="/readyz")
     try:
         with running_gateway(auth.url, ollama.url, auth_cache_ttl_s=30.0) as gw:
             admin = sdk(gw, ADMIN_KEY)

@@ -7,19 +7,17 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterator
-from pathlib import Path
 
 import anthropic
 import httpx
 import pytest
 
 from app.main import build_app
-from nexus_testing import ServiceProcess, UvicornThread, wait_for_http
+from nexus_testing import UvicornThread, wait_for_http
 from tests.llm_fakes import Gate, ollama
-from tests.support import settings
+from tests.support import auth_process, settings
 
 pytestmark = pytest.mark.integration
-AUTH_DIR = Path(__file__).resolve().parents[2] / "auth"
 ADMIN_KEY = "nx-" + secrets.token_urlsafe(32)
 INTERNAL = secrets.token_urlsafe(24)
 GATE = Gate()
@@ -29,13 +27,7 @@ HI = [{"role": "user", "content": "hi"}]
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     tmp = tmp_path_factory.mktemp("auth")
-    env = {
-        "ETCD_ENDPOINTS": "", "DATABASE_URL": f"sqlite+aiosqlite:///{tmp / 'auth.db'}",
-        "JWT_SIGNING_KEY_FILE": str(tmp / "jwt.pem"), "NEXUS_ADMIN_API_KEY": ADMIN_KEY,
-        "NEXUS_INTERNAL_TOKEN": INTERNAL, "PASSWORD_HASH_TIME_COST": "1",
-        "PASSWORD_HASH_MEMORY_KIB": "64", "PASSWORD_HASH_PARALLELISM": "1",
-    }  # fmt: skip
-    auth = ServiceProcess(AUTH_DIR, env=env).start(wait="/readyz")
+    auth = auth_process(tmp, ADMIN_KEY, INTERNAL).start(wait="/readyz")
     try:
         with UvicornThread(ollama(GATE)) as upstream:
             config = settings(

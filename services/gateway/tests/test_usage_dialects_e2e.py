@@ -14,7 +14,6 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -23,13 +22,12 @@ import openai
 import pytest
 
 from app.main import build_app
-from nexus_testing import ServiceProcess, UvicornThread, wait_for_http, wait_until
+from nexus_testing import UvicornThread, wait_for_http, wait_until
 from nexus_testing.openai_schema import assert_openai_schema
 from tests.llm_fakes import Gate, ollama
-from tests.support import settings
+from tests.support import auth_process, settings, usage_process
 
 pytestmark = pytest.mark.integration
-SERVICES = Path(__file__).resolve().parents[2]
 ADMIN_KEY = "nx-" + secrets.token_urlsafe(32)
 INTERNAL = secrets.token_urlsafe(24)
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
@@ -39,16 +37,8 @@ IN, OUT = 1, 3  # what the fake reports for every answer, plain or streamed
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     tmp = tmp_path_factory.mktemp("usage-dialects")
-    auth = ServiceProcess(SERVICES / "auth", env={
-        "ETCD_ENDPOINTS": "", "DATABASE_URL": f"sqlite+aiosqlite:///{tmp / 'auth.db'}",
-        "JWT_SIGNING_KEY_FILE": str(tmp / "jwt.pem"), "NEXUS_ADMIN_API_KEY": ADMIN_KEY,
-        "NEXUS_INTERNAL_TOKEN": INTERNAL, "PASSWORD_HASH_TIME_COST": "1",
-        "PASSWORD_HASH_MEMORY_KIB": "64", "PASSWORD_HASH_PARALLELISM": "1",
-    })  # fmt: skip
-    usage = ServiceProcess(SERVICES / "usage", env={
-        "ETCD_ENDPOINTS": "", "DATABASE_URL": f"sqlite+aiosqlite:///{tmp / 'usage.db'}",
-        "NEXUS_INTERNAL_TOKEN": INTERNAL,
-    })  # fmt: skip
+    auth = auth_process(tmp, ADMIN_KEY, INTERNAL)
+    usage = usage_process(tmp, INTERNAL)
     try:
         auth.start(wait="/readyz")
         usage.start(wait="/readyz")

@@ -9,7 +9,6 @@ import re
 import secrets
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,13 +17,12 @@ import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
 from app.main import build_app
-from nexus_testing import ServiceProcess, UvicornThread, wait_for_http, wait_until
+from nexus_testing import UvicornThread, wait_for_http, wait_until
 from nexus_testing.openai_schema import assert_openai_schema
-from tests.support import settings
+from tests.support import auth_process, settings, usage_process
 from tests.usage_fakes import COMPLETION_TOKENS, PROMPT_TOKENS, fake_llm
 
 pytestmark = pytest.mark.integration
-SERVICES = Path(__file__).resolve().parents[2]
 ADMIN_KEY = "nx-" + secrets.token_urlsafe(32)
 INTERNAL = secrets.token_urlsafe(24)
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
@@ -37,16 +35,8 @@ DURATION = re.compile(r"^(\d+h)?(\d+m)?(\d+(\.\d+)?s|\d+ms)$")
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     tmp = tmp_path_factory.mktemp("usage-sdk")
-    auth = ServiceProcess(SERVICES / "auth", env={
-        "ETCD_ENDPOINTS": "", "DATABASE_URL": f"sqlite+aiosqlite:///{tmp / 'auth.db'}",
-        "JWT_SIGNING_KEY_FILE": str(tmp / "jwt.pem"), "NEXUS_ADMIN_API_KEY": ADMIN_KEY,
-        "NEXUS_INTERNAL_TOKEN": INTERNAL, "PASSWORD_HASH_TIME_COST": "1",
-        "PASSWORD_HASH_MEMORY_KIB": "64", "PASSWORD_HASH_PARALLELISM": "1",
-    })  # fmt: skip
-    usage = ServiceProcess(SERVICES / "usage", env={
-        "ETCD_ENDPOINTS": "", "DATABASE_URL": f"sqlite+aiosqlite:///{tmp / 'usage.db'}",
-        "NEXUS_INTERNAL_TOKEN": INTERNAL,
-    })  # fmt: skip
+    auth = auth_process(tmp, ADMIN_KEY, INTERNAL)
+    usage = usage_process(tmp, INTERNAL)
     try:
         auth.start(wait="/readyz")
         usage.start(wait="/readyz")
