@@ -251,7 +251,10 @@ def test_three_hosts_etcd_cluster_gateway_and_services(net: Net, tmp_path: Path)
     out, _ = loading.communicate(timeout=60)
     result = json.loads(out)
     assert result["failures"] == [], result["failures"][:3]
-    assert unrouted_s < TTL_S + 2
+    # The lease (TTL) runs out 2-3 s after the unplug; the instance then goes at once when its
+    # last probe had already timed out, else after the grace's own probe times out (one more
+    # probe timeout). Seen: 3.5-5.1 s with TTL 3 s. A bound against hanging, not a speed target.
+    assert unrouted_s < TTL_S + 3
     rows.append(("h3 unplugged: alpha under load", result["sent"], len(result["failures"]),
                  f"beta unrouted after {unrouted_s:.1f} s, removed after {removed_s:.1f} s "
                  f"(TTL {TTL_S} s)"))  # fmt: skip
