@@ -14,7 +14,9 @@ with auth on (a real auth service and API key), the mock as its upstream, all on
   mock need cores too: with fewer than N + 1 cores they share the workers' (said in the row);
 - **open streams**: ``bench/streams.py`` holds ``--streams`` paced streams (an event a second)
   through one pinned worker: errors, the worker's RSS growth per stream, TTFE p50/p99 of new
-  streams while they are open. The gateway and the client get a file limit to match.
+  streams while they are open, the worker's and the mock's CPU while they are held (% of one
+  core, µs per relayed event). The gateway and the client get the hard file limit; the worker
+  needs two descriptors per stream, so the count is capped by it (the header says by how much).
 
 Every process started here is stopped on the way out (``harness.Procs``); the table is printed
 and saved to ``bench/results/scale.md``; the load average is noted beside every row.
@@ -36,10 +38,12 @@ if __package__ in (None, ""):  # run as a script: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import harness, run
+from bench import streams as streams_mod
 from bench.harness import LoadResult, Procs
 
 # Each open stream holds two descriptors in the gateway (client + upstream): the run is capped
-# by the hard RLIMIT_NOFILE this bench may use (raising a hard limit needs CAP_SYS_RESOURCE).
+# by the hard RLIMIT_NOFILE this bench may use (raising a hard limit needs CAP_SYS_RESOURCE),
+# less what the worker holds idle (bench/streams.py measures it and caps the count).
 _HARD = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
 NOFILE = 1_048_576 if _HARD == resource.RLIM_INFINITY else _HARD
 
@@ -130,8 +134,8 @@ def workers_scaling(procs: Procs, mock: str, auth: str, key: str, opts: argparse
         procs.stop(proc)
 
 
-def open_streams(procs: Procs, mock: str, auth: str, key: str, opts: argparse.Namespace,
-                 rows: list[Row]) -> dict[str, object]:  # fmt: skip
+def open_streams(procs: Procs, mock: str, mock_pid: int, auth: str, key: str,
+                 opts: argparse.Namespace) -> dict[str, object]:  # fmt: skip
     extra = {
         "UPSTREAM_MAX_CONNECTIONS": str(opts.streams + 1000),
         "GATEWAY_MAX_CLIENT_CONNECTIONS": str(opts.streams + 1000),
@@ -140,8 +144,8 @@ def open_streams(procs: Procs, mock: str, auth: str, key: str, opts: argparse.Na
     run.check_answers(run.Target("gateway", url, key))
     cmd = harness.pinned(
         ["prlimit", f"--nofile={NOFILE}:{NOFILE}", harness.PYTHON, "-m", "bench.streams", url,
-         "--pid", str(worker_pid(proc.popen.pid)), "--streams", str(opts.streams),
-         "--key", key, "--probes", "200"],
+         "--pid", str(worker_pid(proc.popen.pid)), "--mock-pid", str(mock_pid),
+         "--streams", str(opts.streams), "--key", key, "--probes", "200"],
         harness.LOAD_CPU,
     )  # fmt: skip
     out = harness._run_bounded(cmd, dict(os.environ), 280)  # streams.py: 150 s + closing
@@ -149,6 +153,17 @@ def open_streams(procs: Procs, mock: str, auth: str, key: str, opts: argparse.Na
     procs.stop(proc)
     print(f"   open streams: {data}", flush=True)
     return data
+
+
+def fd_cap(streams: dict[str, object]) -> str:
+    """The header line saying how many streams the worker's descriptor limit allowed."""
+    wanted, n = streams.get("streams_wanted"), streams.get("streams")
+    capped = f"capped at {n} (of {wanted})" if n != wanted else f"{n}, not capped"
+    return (f"open streams {capped}: the worker's RLIMIT_NOFILE is {streams.get('fd_limit')} "
+            f"(the hard limit here is {NOFILE}; raising it needs CAP_SYS_RESOURCE), less its "
+            f"{streams.get('fd_idle')} idle descriptors, 2 x {streams_mod.PROBES_AT_ONCE} for "
+            f"the probes in flight and {streams_mod.FD_SPARE} spare, two per stream (client + "
+            f"upstream); {streams.get('fd_open')} in use with them open")  # fmt: skip
 
 
 def fmt(r: LoadResult) -> str:
@@ -183,8 +198,27 @@ def render(header: list[str], rows: list[Row], streams: dict[str, object] | None
             f"{streams.get('ttfe_probes')} new streams while they were open: p50 "
             f"{streams.get('ttfe_p50_ms')} ms, **p99 {streams.get('ttfe_p99_ms')} ms**; load "
             f"{streams.get('load')}.",
+            "",
+            f"CPU while they were held ({streams.get('hold_s')} s, "
+            f"{streams.get('hold_events_per_s')} events/s relayed): gateway worker "
+            f"**{streams.get('hold_gateway_cpu_pct')}% of one core = "
+            f"{streams.get('hold_gateway_us_per_event')} µs per relayed event**, mock "
+            f"{streams.get('hold_mock_cpu_pct')}%, stream holder "
+            f"{streams.get('hold_client_cpu_pct')}%; cores busy {busy(streams, 'hold')}. While "
+            f"probing ({streams.get('probing_s')} s): gateway "
+            f"{streams.get('probing_gateway_cpu_pct')}%, mock "
+            f"{streams.get('probing_mock_cpu_pct')}%, holder "
+            f"{streams.get('probing_client_cpu_pct')}%, probe process "
+            f"{streams.get('probe_client_cpu_pct')}%; cores busy {busy(streams, 'probing')}.",
         ]  # fmt: skip
     return "\n".join(out) + "\n"
+
+
+def busy(streams: dict[str, object], prefix: str) -> str:
+    cores = streams.get(f"{prefix}_core_busy_pct")
+    if not isinstance(cores, dict):
+        return "?"
+    return ", ".join(f"CPU {core} {value}%" for core, value in cores.items())
 
 
 def ratios(rows: list[Row]) -> list[str]:
@@ -216,13 +250,9 @@ def main(argv: list[str] | None = None) -> int:
     opts = parser.parse_args(argv)
     opts.duration = 3.0 if opts.quick else 8.0
     opts.warmup = 1.0 if opts.quick else 2.0
-    wanted = opts.streams or (500 if opts.quick else 10_000)
-    opts.streams = min(wanted, (NOFILE - 1000) // 2)
+    opts.streams = opts.streams or (500 if opts.quick else 10_000)
     skip = {s.strip() for s in opts.skip.split(",") if s.strip()}
     header = harness.load_header()
-    if opts.streams < wanted:
-        header.append(f"open streams capped at {opts.streams} (of {wanted}): the hard "
-                      f"RLIMIT_NOFILE here is {NOFILE}, two descriptors per stream")  # fmt: skip
     print("\n".join(header), flush=True)
     started = time.monotonic()
     rows: list[Row] = []
@@ -230,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="nexus-bench-scale-"))
     with Procs(tmp / "logs") as procs:
         with harness.step("mock upstream and auth on the load core"):
-            mock, _ = harness.start_mock(procs)
+            mock, mock_proc = harness.start_mock(procs)
             auth, key = run.start_auth(procs, tmp)
         try:
             if "connections" not in skip:
@@ -241,8 +271,9 @@ def main(argv: list[str] | None = None) -> int:
                     workers_scaling(procs, mock, auth, key, opts, rows)
             if "streams" not in skip:
                 with harness.step(f"{opts.streams} open streams on one worker"):
-                    streams = open_streams(procs, mock, auth, key, opts, rows)
+                    streams = open_streams(procs, mock, mock_proc.popen.pid, auth, key, opts)
                     streams["load"] = load_now()
+                    header.append(fd_cap(streams))
         except (RuntimeError, TimeoutError, ValueError, subprocess.SubprocessError) as exc:
             print(f"   stopped early: {exc}", flush=True)
             header.append(f"stopped early: {str(exc).splitlines()[0][:200]}")
