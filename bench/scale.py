@@ -18,6 +18,11 @@ with auth on (a real auth service and API key), the mock as its upstream, all on
   core, µs per relayed event). The gateway and the client get the hard file limit; the worker
   needs two descriptors per stream, so the count is capped by it (the header says by how much).
 
+The header carries a machine yardstick: the mock upstream's own req/s at c32 (wrk on the load
+core, as ``bench/run.py``'s ``direct`` target), to compare figures across machines. Under the
+c256/c1024 rows, the closed-loop bound: with c connections always waiting, the mean latency is
+c / throughput (Little's law), so a p99 target needs at least c / target req/s on that core.
+
 Every process started here is stopped on the way out (``harness.Procs``); the table is printed
 and saved to ``bench/results/scale.md``; the load average is noted beside every row.
 """
@@ -46,6 +51,9 @@ from bench.harness import LoadResult, Procs
 # less what the worker holds idle (bench/streams.py measures it and caps the count).
 _HARD = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
 NOFILE = 1_048_576 if _HARD == resource.RLIM_INFINITY else _HARD
+YARDSTICK_S = 4.0  # the mock alone at c32: how fast this machine is
+# issue 14's p99 targets by connection count (ms)
+P99_TARGET_MS = {256: 100.0, 1024: 250.0}
 
 
 @dataclass
@@ -155,6 +163,14 @@ def open_streams(procs: Procs, mock: str, mock_pid: int, auth: str, key: str,
     return data
 
 
+def yardstick(mock: str) -> str:
+    """The mock upstream's own c32 throughput: how fast this machine's load core is."""
+    r = harness.run_wrk(mock, "chat.lua", 32, YARDSTICK_S)
+    return (f"machine yardstick: the mock upstream alone {r.rps:,.0f} req/s at c32 (wrk "
+            f"{YARDSTICK_S:.0f} s, both on CPU {harness.LOAD_CPU}, as run.py's direct "
+            "target)")  # fmt: skip
+
+
 def fd_cap(streams: dict[str, object]) -> str:
     """The header line saying how many streams the worker's descriptor limit allowed."""
     wanted, n = streams.get("streams_wanted"), streams.get("streams")
@@ -164,6 +180,35 @@ def fd_cap(streams: dict[str, object]) -> str:
             f"{streams.get('fd_idle')} idle descriptors, 2 x {streams_mod.PROBES_AT_ONCE} for "
             f"the probes in flight and {streams_mod.FD_SPARE} spare, two per stream (client + "
             f"upstream); {streams.get('fd_open')} in use with them open")  # fmt: skip
+
+
+def little(rows: list[Row]) -> list[str]:
+    """Little's law under the c256/c1024 rows: closed loop, so mean latency = c / throughput."""
+    lines = []
+    for row in rows:
+        r = row.result
+        if r is None or not r.rps or "1 worker, 1 pinned core" not in row.scenario:
+            continue
+        c = int(row.scenario.split(",")[0].removeprefix("chat c"))
+        target = P99_TARGET_MS.get(c)
+        if target is None:
+            continue
+        mean = 1000 * c / r.rps
+        need = 1000 * c / target
+        verdict = (
+            "the core is too slow for the target whatever the fairness"
+            if r.rps < need
+            else f"p99/mean {r.p99_ms / mean:.1f}x: the tail, not the core, misses the target"
+            if r.p99_ms > target
+            else "within the target"
+        )
+        lines.append(
+            f"- c{c} closed loop: mean latency = c / throughput = {c} / {r.rps:,.0f} = "
+            f"{mean:,.0f} ms (wrk p50 {harness.ms(r.p50_ms)}, p99 {harness.ms(r.p99_ms)}); "
+            f"p99 ≤ {target:.0f} ms needs mean ≤ {target:.0f} ms, so ≥ {need:,.0f} req/s on this "
+            f"core (measured {100 * r.rps / need:.0f}% of it): {verdict}"
+        )
+    return lines
 
 
 def fmt(r: LoadResult) -> str:
@@ -183,7 +228,7 @@ def render(header: list[str], rows: list[Row], streams: dict[str, object] | None
         out.append(f"| {row.scenario} | {r.rps:,.0f} | {harness.ms(r.p50_ms)} | "
                    f"{harness.ms(r.p99_ms)} | {r.errors}{' (' + r.detail + ')' if r.detail else ''}"
                    f" | {row.load} | {row.note} |")  # fmt: skip
-    out += ["", *ratios(rows)]
+    out += ["", *little(rows), *ratios(rows)]
     if streams:
         why = f" ({streams['first_error']})" if streams.get("first_error") else ""
         out += [
@@ -263,6 +308,9 @@ def main(argv: list[str] | None = None) -> int:
             mock, mock_proc = harness.start_mock(procs)
             auth, key = run.start_auth(procs, tmp)
         try:
+            with harness.step(f"yardstick: the mock alone at c32 ({YARDSTICK_S:.0f} s)"):
+                header.append(yardstick(mock))
+                print(f"   {header[-1]}", flush=True)
             if "connections" not in skip:
                 with harness.step("c256 / c1024 on one worker"):
                     many_connections(procs, mock, auth, key, opts, rows)
