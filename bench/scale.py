@@ -250,12 +250,15 @@ def render(header: list[str], rows: list[Row], streams: dict[str, object] | None
             f"**{streams.get('hold_gateway_cpu_pct')}% of one core = "
             f"{streams.get('hold_gateway_us_per_event')} µs per relayed event**, mock "
             f"{streams.get('hold_mock_cpu_pct')}%, stream holder "
-            f"{streams.get('hold_client_cpu_pct')}%; cores busy {busy(streams, 'hold')}. While "
+            f"{streams.get('hold_client_cpu_pct')}%; cores busy {busy(streams, 'hold')}; "
+            f"longest silence on all streams {streams.get('hold_max_gap_ms')} ms. While "
             f"probing ({streams.get('probing_s')} s): gateway "
             f"{streams.get('probing_gateway_cpu_pct')}%, mock "
             f"{streams.get('probing_mock_cpu_pct')}%, holder "
             f"{streams.get('probing_client_cpu_pct')}%, probe process "
-            f"{streams.get('probe_client_cpu_pct')}%; cores busy {busy(streams, 'probing')}.",
+            f"{streams.get('probe_client_cpu_pct')}%; cores busy {busy(streams, 'probing')}; "
+            f"longest silence {streams.get('probing_max_gap_ms')} ms; slowest TTFEs "
+            f"{streams.get('ttfe_slowest_ms')} ms.",
         ]  # fmt: skip
     return "\n".join(out) + "\n"
 

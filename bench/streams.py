@@ -60,6 +60,8 @@ class Run:
     opened: int = 0
     errors: int = 0
     events: int = 0  # ``data:`` lines received, first events included
+    last_read: float = 0.0  # perf_counter of the last read on any open stream
+    max_gap: float = 0.0  # the longest time without a read on any of them (a stall)
     first_error: str | None = None
     request: bytes = field(init=False)
 
@@ -101,7 +103,12 @@ class Stream(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self.first:
-            self.run.events += data.count(b"data:")
+            run = self.run
+            run.events += data.count(b"data:")
+            now = time.perf_counter()
+            if now - run.last_read > run.max_gap:
+                run.max_gap = now - run.last_read
+            run.last_read = now
             return
         now = time.perf_counter()
         head = self.head + data
@@ -242,6 +249,7 @@ class Window:
 
     def __post_init__(self) -> None:
         self.events = self.run.events
+        self.run.last_read, self.run.max_gap = time.perf_counter(), 0.0
         self.cpu = {name: cpu_s(pid) for name, pid in self.pids.items()}
 
     def end(self, prefix: str) -> dict[str, object]:
@@ -256,6 +264,9 @@ class Window:
                 out[f"{prefix}_gateway_us_per_event"] = round(1e6 * used / events, 1)
         out[f"{prefix}_client_cpu_pct"] = round(100 * (own_cpu_s() - self.own) / wall, 1)
         out[f"{prefix}_events_per_s"] = round(events / wall)
+        # With thousands of streams an event a second each, reads come every few µs unless
+        # the gateway stalls (a long GC pass, a blocked loop): its longest silence.
+        out[f"{prefix}_max_gap_ms"] = round(1000 * self.run.max_gap, 1)
         busy = {}
         for core, (b1, t1) in core_ticks().items():
             b0, t0 = self.cores.get(core, (b1, t1))
@@ -375,6 +386,7 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
         "ttfe_probes": len(ttfe),
         "ttfe_p50_ms": round(statistics.median(ttfe), 2) if ttfe else float("nan"),
         "ttfe_p99_ms": round(pct(ttfe, 0.99), 2),
+        "ttfe_slowest_ms": sorted(ttfe)[-5:],
         "probe_client_cpu_pct": probed.get("cpu_pct"),
         **held,
         **during_probes,
