@@ -239,8 +239,9 @@ def render(header: list[str], rows: list[Row], streams: dict[str, object] | None
             f"{streams.get('errors')}{why}; "
             f"worker RSS {streams.get('rss_before_kib')} KiB -> {streams.get('rss_open_kib')} KiB "
             f"= **{streams.get('rss_per_stream_kib')} KiB per open stream**, "
-            f"{streams.get('rss_later_kib')} KiB ten events later (back to "
-            f"{streams.get('rss_after_close_kib')} KiB once closed); TTFE of "
+            f"{streams.get('rss_later_kib')} KiB ten events later, "
+            f"{streams.get('rss_after_close_kib')} KiB 2 s after closing them (descriptors "
+            f"{streams.get('fd_open')} open, {streams.get('fd_after_close')} after); TTFE of "
             f"{streams.get('ttfe_probes')} new streams while they were open: p50 "
             f"{streams.get('ttfe_p50_ms')} ms, **p99 {streams.get('ttfe_p99_ms')} ms**; load "
             f"{streams.get('load')}.",

@@ -382,6 +382,7 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
         "rss_open_kib": rss1,
         "rss_later_kib": rss2,
         "rss_after_close_kib": rss_kib(args.pid),
+        "fd_after_close": fd_count(args.pid),
         "rss_per_stream_kib": round((rss1 - rss0) / max(run.opened, 1), 2),
         "ttfe_probes": len(ttfe),
         "ttfe_p50_ms": round(statistics.median(ttfe), 2) if ttfe else float("nan"),
