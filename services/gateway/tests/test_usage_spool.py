@@ -193,3 +193,29 @@ def test_the_default_spool_is_one_gateways_own() -> None:
     assert mine == default_spool_dir("gateway", 8800)  # a restart finds its records again
     assert mine != default_spool_dir("gateway", 18800)  # another gateway on the host: not its
     assert mine != default_spool_dir("gateway-b", 8800)
+
+
+def test_bound_checked_without_a_scan_per_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bound uses one directory scan per ``RESCAN_S`` plus this process's own writes: a
+    spool of thousands of files is not rescanned for every batch (issue 14), yet still holds."""
+    one_batch = len(orjson.dumps([record(0)]))
+    spool = Spool(tmp_path, max_bytes=3 * one_batch)
+    scans: list[int] = []
+    real_size = Spool.size
+
+    def counted(self: Spool) -> int:
+        scans.append(1)
+        return real_size(self)
+
+    monkeypatch.setattr(Spool, "size", counted)
+    written = [spool.write([record(n)]) for n in range(5)]
+    assert written == [True, True, True, False, False]  # own writes counted between scans
+    assert len(scans) == 1
+    assert spool._known is not None
+    spool._known = (spool._known[0] - usagesink.RESCAN_S, spool._known[1])  # the scan aged
+    for path in tmp_path.glob("*.json"):
+        spool.remove(path)  # delivered (by any worker): seen at the next scan
+    assert spool.write([record(9)])
+    assert len(scans) == 2
