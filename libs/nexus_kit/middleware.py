@@ -23,6 +23,7 @@ from .metrics import HttpMetrics
 from .requestid import REQUEST_ID_HEADER, accept_or_generate, set_request_id
 from .tracing import TRACING, ServerSpan, trace_id_of
 
+SERVER_SEND = "nexus.server_send"  # the server's own send, for body chunks (app.NexusApp)
 _QUIET_PATHS = frozenset({"/health", "/readyz", "/metrics"})
 _ID_HEADER = REQUEST_ID_HEADER.encode()
 _TRACEPARENT, _TRACESTATE = b"traceparent", b"tracestate"

@@ -133,11 +133,16 @@ class Exchange:
     the upstream's own stream), so a later error can only be an SSE error event. ``outcome``:
     the status such an error stands for (what the access log and metrics record)."""
 
-    __slots__ = ("_send", "anthropic", "client_gone", "finished", "outcome", "sse", "started",
-                 "status")  # fmt: skip
+    __slots__ = ("_body_send", "_send", "anthropic", "client_gone", "finished", "outcome", "sse",
+                 "started", "status")  # fmt: skip
 
-    def __init__(self, send: Send, anthropic: bool = False) -> None:
+    def __init__(
+        self, send: Send, anthropic: bool = False, server_send: Send | None = None
+    ) -> None:
         self._send = send
+        # Body chunks go straight to the server once the start went through every middleware
+        # (nexus_kit.app.NexusApp): the wrappers only look at the start (issue 14).
+        self._body_send = server_send or send
         self.anthropic = anthropic  # errors in Anthropic's shape (dialects.py)
         self.status = 500  # what the metrics say if nothing was ever sent
         self.outcome: int | None = None
@@ -152,11 +157,11 @@ class Exchange:
 
     async def body(self, chunk: bytes) -> None:
         if chunk:
-            await self._send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await self._body_send({"type": "http.response.body", "body": chunk, "more_body": True})
 
     async def end(self, chunk: bytes = b"") -> None:
         self.finished = True
-        await self._send({"type": "http.response.body", "body": chunk, "more_body": False})
+        await self._body_send({"type": "http.response.body", "body": chunk, "more_body": False})
 
     async def keepalive(self) -> None:
         """An SSE comment; the first one commits the response to ``200 text/event-stream``."""

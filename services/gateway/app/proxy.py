@@ -51,6 +51,7 @@ from nexus_kit import (
 )
 from nexus_kit.drain import drain_cut
 from nexus_kit.errors import ModelNotFoundError
+from nexus_kit.middleware import SERVER_SEND
 from nexus_kit.tracing import TRACING
 
 from . import client, spans
@@ -144,7 +145,7 @@ class Proxy:
             if scope["type"] == "websocket":
                 await send({"type": "websocket.close", "code": 1000})
             return
-        ex = Exchange(send, is_anthropic(scope["path"]))
+        ex = Exchange(send, is_anthropic(scope["path"]), scope.get(SERVER_SEND))
         label = "<unmatched>"
         started = time.perf_counter()
         self.in_flight += 1

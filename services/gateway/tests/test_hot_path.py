@@ -6,7 +6,8 @@ rest on, so a change that quietly undoes one fails here rather than in the next 
 - keep-alive: N sequential requests reuse one pooled upstream connection;
 - no full-body JSON parse (``model``/``stream`` are peeked), no client, session or logger
   created per request, no metric label lookup once a route's children exist;
-- proxied paths never walk Starlette's router (``dispatch.ProxyFirst``).
+- proxied paths never walk Starlette's router (``dispatch.ProxyFirst``);
+- a relayed body's chunks skip the middleware's send wrappers (``nexus_kit.app.NexusApp``).
 """
 
 from __future__ import annotations
@@ -22,9 +23,12 @@ import httpx
 import orjson
 import pytest
 import structlog
+from asgi_lifespan import LifespanManager
 from prometheus_client.metrics import MetricWrapperBase
 from starlette.routing import Router
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.main import build_app
 from app.state import GatewayState
 from tests.support import gateway, metadata, settings
 from tests.upstream import FakeUpstream, Reply, answer
@@ -112,3 +116,45 @@ async def test_proxied_paths_skip_the_router(monkeypatch: pytest.MonkeyPatch) ->
         wrong_method = await client.post("/v1/models")  # an own path, any method: the router
         assert wrong_method.status_code == 405
         assert counter.calls["Router.__call__"] == 2
+
+
+class SeenSends:
+    """A middleware that records the type of every message sent through it."""
+
+    seen: list[str] = []
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def watched(message: Message) -> None:
+            SeenSends.seen.append(message["type"])
+            await send(message)
+
+        await self.app(scope, receive, watched)
+
+
+async def test_stream_chunks_skip_the_middleware_send_wrappers() -> None:
+    """Only the start goes through the middleware chain (its headers added there); the body
+    chunks go to the server's own send, and the client still gets all of them."""
+    events = b"".join(b'data: {"n": %d}\n\n' % n for n in range(5)) + b"data: [DONE]\n\n"
+    sse = Reply(200, events, [("content-type", "text/event-stream")])
+    fake = FakeUpstream(metadata("llm", [("POST", "/v1/chat/completions")], models=["bench"]))
+    fake.route("POST", "/v1/chat/completions", answer(sse))
+    SeenSends.seen = []
+    async with fake:
+        app = build_app(settings(static_backends={"llm": fake.url}, sse_first_comment_s=60))
+        app.add_middleware(SeenSends)
+        async with LifespanManager(app) as manager:
+            await app.state.gateway.discovery.synced.wait()
+            transport = httpx.ASGITransport(app=manager.app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+                resp = await client.post("/v1/chat/completions", json={**CHAT, "stream": True})
+    assert resp.status_code == 200
+    assert resp.content == events
+    assert resp.headers["x-request-id"]  # added by the kit's layer, on the start
+    assert SeenSends.seen == ["http.response.start"]
