@@ -63,6 +63,7 @@ from .liveness import Watch, with_keepalive
 from .openai_upstream import MissingCredentialError, forward_headers
 from .paths import upstream_target
 from .peek import NOTHING, InvalidJSONError, Peek, peek
+from .readgaps import Gap, ReadGaps
 from .routing import Route, Target, candidates
 from .upstreams import UpstreamState
 from .usage import METER_KEY, begin_usage
@@ -139,6 +140,12 @@ class Proxy:
         }
         self._retry_after = math.ceil(s.health_probe_interval_s or s.eject_s)
         self._total_s = s.upstream_total_timeout_s or None
+        # A stream's read timeout: one sweep for all of them, not a timer per chunk (readgaps.py).
+        self.read_gaps = ReadGaps()
+        self._read_limit = {
+            False: s.upstream_first_byte_timeout_s,
+            True: s.llm_first_byte_timeout_s,
+        }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -298,7 +305,8 @@ class Proxy:
             opened = await opening
         if (meter := scope.get(METER_KEY)) is not None:  # usage.py reads usage on the way out
             meter.tap_response(opened.response, opened.target)
-        await self._relay(ex, opened, info, keepalive, body, head)
+        read_limit = self._read_limit[route.slow] if keepalive else None
+        await self._relay(ex, opened, info, read_limit, body, head)
 
     async def _open_alias(
         self, scope: Scope, route: Route, head: RequestHead, body: Body, models: tuple[str, ...]
@@ -401,9 +409,18 @@ class Proxy:
         return response
 
     async def _relay(
-        self, ex: Exchange, opened: Opened, info: Peek, sse: bool, body: Body, head: RequestHead
+        self,
+        ex: Exchange,
+        opened: Opened,
+        info: Peek,
+        read_limit: float | None,
+        body: Body,
+        head: RequestHead,
     ) -> None:
+        """Relay the response; ``read_limit``: a stream (``"stream": true`` on a streaming
+        route), whose longest silence is that many seconds (``readgaps.py``)."""
         target, resp = opened.target, opened.response
+        gap: Gap | None = None
         try:
             status = resp.status
             if TRACING.enabled:
@@ -419,11 +436,13 @@ class Proxy:
             else:
                 self.state.upstreams.success(target.key)
             content = resp.content
+            if read_limit is not None:  # a stream: its read timeout is swept, not re-armed
+                gap = self.read_gaps.watch(resp, read_limit)
             if ex.started:  # keep-alive comments went out: the status line is gone
                 await ex.relay_late(status, content)
                 return
             await ex.start(status, response_headers(resp.raw_headers))
-            if sse:
+            if read_limit is not None:
                 ex.sse = resp.content_type == "text/event-stream"
                 await self._first_chunk(ex, content)
             while True:  # the last chunk goes out with the end of the body: one send less
@@ -443,6 +462,7 @@ class Proxy:
                 await ex.end_with_error(error)
             # Otherwise the status is sent, so all we can do is cut the response short.
         finally:
+            self.read_gaps.forget(gap)
             opened.state.in_flight -= 1
             resp.release()  # back to the pool when read to the end, closed otherwise
 

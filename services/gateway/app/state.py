@@ -181,6 +181,7 @@ class GatewayState:
         await self.aliases.stop()
         await metrics_server.stop()
         await self.usage.close()  # the last records: delivered or spooled to disk
+        self.proxy.read_gaps.close()
         await self.client.close()
         await self.control.aclose()
         if self.limiter is not None:
