@@ -195,13 +195,10 @@ class Exchange:
         await self.body(error_event(error, self.anthropic))
         await self.end()
 
-    async def relay_late(self, status: int, content: StreamReader) -> None:
-        """The upstream answered after our keep-alives committed the status: relay in-band."""
-        if 200 <= status < 300:
-            while chunk := await content.readany():
-                await self.body(chunk)
-            await self.end()
-            return
+    async def error_late(self, status: int, content: StreamReader) -> None:
+        """The upstream answered an error after our keep-alives committed ``200``: end the
+        stream with its error envelope (on one line) or ours. (A late 2xx is relayed by the
+        proxy's own loop: only the status line is skipped.)"""
         raw = b""
         while len(raw) <= _LATE_ERROR_BYTES and (chunk := await content.readany()):
             raw += chunk

@@ -439,12 +439,14 @@ class Proxy:
             if read_limit is not None:  # a stream: its read timeout is swept, not re-armed
                 gap = self.read_gaps.watch(resp, read_limit)
             if ex.started:  # keep-alive comments went out: the status line is gone
-                await ex.relay_late(status, content)
-                return
-            await ex.start(status, response_headers(resp.raw_headers))
-            if read_limit is not None:
-                ex.sse = resp.content_type == "text/event-stream"
-                await self._first_chunk(ex, content)
+                if not 200 <= status < 300:
+                    await ex.error_late(status, content)  # in-band
+                    return
+            else:
+                await ex.start(status, response_headers(resp.raw_headers))
+                if read_limit is not None:
+                    ex.sse = resp.content_type == "text/event-stream"
+                    await self._first_chunk(ex, content)
             # The usage tap is fed in this loop, not awaited around the read: one coroutine less
             # per event, and per open stream while it waits (issue 14).
             tap = content if isinstance(content, Tap) else None
