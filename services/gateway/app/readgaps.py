@@ -10,8 +10,9 @@ For a streamed response the proxy turns aiohttp's timer off (``read_timeout = No
 connection's protocol, aiohttp's public setter; it is set again for the connection's next
 request) and registers the stream here. Every ``interval`` a sweep compares each stream's
 ``content.total_bytes`` with what it had at the last sweep; a stream that received nothing
-for its limit fails exactly as aiohttp's own timeout would: ``SocketTimeoutError`` on the
-protocol and the body reader, so the relay's read raises it (an SSE error event, ADR 0014).
+for its limit (reading paused because the client is slow does not count) fails exactly as
+aiohttp's own timeout would: ``SocketTimeoutError`` on the protocol and the body reader, so
+the relay's read raises it (an SSE error event, ADR 0014).
 The limit is kept to within one interval (a quarter of the shortest limit, at most 5 s).
 """
 
@@ -81,7 +82,7 @@ class ReadGaps:
         now = loop.time()
         for gap in list(self._gaps):
             total = gap.response.content.total_bytes
-            if total != gap.bytes:
+            if total != gap.bytes or _paused(gap.response):
                 gap.bytes, gap.since = total, now
             elif now - gap.since >= gap.limit_s:
                 self._gaps.discard(gap)
@@ -93,6 +94,15 @@ class ReadGaps:
             self._handle.cancel()
             self._handle = None
         self._gaps.clear()
+
+
+def _paused(response: aiohttp.ClientResponse) -> bool:
+    """Reading from the upstream is paused because the client is not taking the bytes (the
+    body buffer is full): the silence is the client's, and does not count, as with aiohttp's
+    own timer (stopped while paused)."""
+    connection = response.connection
+    transport = connection.transport if connection is not None else None
+    return transport is not None and not transport.is_reading()
 
 
 def _time_out(response: aiohttp.ClientResponse) -> None:
