@@ -446,7 +446,8 @@ class Proxy:
                 await ex.start(status, response_headers(resp.raw_headers))
                 if read_limit is not None:
                     ex.sse = resp.content_type == "text/event-stream"
-                    await self._first_chunk(ex, content)
+            if read_limit is not None:  # comments go on until the first event, late or not
+                await self._first_chunk(ex, content)
             # The usage tap is fed in this loop, not awaited around the read: one coroutine less
             # per event, and per open stream while it waits (issue 14).
             tap = content if isinstance(content, Tap) else None

@@ -37,14 +37,16 @@ class Gate:
     """Shared between the test thread and the fake's loop."""
 
     hold: threading.Event | None = None  # when set up: the answer waits for it
+    first: threading.Event | None = None  # when set up: a stream's first event waits for it
+    streaming: bool = False  # a stream's headers went out
     endless: bool = False  # streams never finish (until the client leaves)
     unavailable: set[str] = field(default_factory=set)  # models answered with 503
     headers: list[dict[str, str]] = field(default_factory=list)
     bodies: list[dict[str, Any]] = field(default_factory=list)
 
-    async def wait(self) -> None:
+    async def wait(self, which: str = "hold") -> None:
         deadline = time.monotonic() + 20
-        while self.hold is not None and not self.hold.is_set():
+        while (event := getattr(self, which)) is not None and not event.is_set():
             if time.monotonic() > deadline:
                 return
             await asyncio.sleep(0.005)
@@ -80,6 +82,8 @@ def _chunk(model: str, content: str | None, finish: str | None = None) -> bytes:
 
 
 async def _chat_stream(model: str, gate: Gate, by: str) -> AsyncIterator[bytes]:
+    gate.streaming = True  # the response start is sent before the first chunk is asked for
+    await gate.wait("first")
     yield _chunk(model, by + ":")
     while gate.endless:
         yield _chunk(model, ".")

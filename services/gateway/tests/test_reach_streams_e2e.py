@@ -40,7 +40,7 @@ def served() -> Iterator[tuple[str, GatewayState]]:
         gone = f"http://127.0.0.1:{free_port()}"  # nothing listens there
         config = settings(
             nexus_openai_upstreams=f"quick={quick.url},slow={slow.url}/v1,gone={gone}",
-            upstream_total_timeout_s=2.0, sse_first_comment_s=0.3,
+            upstream_total_timeout_s=2.0, sse_first_comment_s=0.3, sse_keepalive_s=0.3,
         )  # fmt: skip
         app = build_app(config)
         with UvicornThread(app) as gateway:
@@ -111,6 +111,32 @@ def test_a_slow_stream_is_committed_early_and_then_relayed(gw: str) -> None:
     finally:
         SLOW.gate.hold = None
     assert rest[-1] == "data: [DONE]"
+
+
+def test_comments_go_on_between_late_headers_and_the_first_event(gw: str) -> None:
+    """Committed by comments before the upstream answered, then its headers came and its
+    first event did not: comments keep the connection alive until it does (a try-out found
+    none in that window, so a proxy in between could cut a stream waiting for its first
+    token)."""
+    SLOW.gate.hold, SLOW.gate.first = threading.Event(), threading.Event()
+    SLOW.gate.streaming = False
+    after: list[str] = []
+    try:
+        request = {"model": "slow", "messages": USER, "stream": True}
+        with httpx.stream("POST", f"{gw}/v1/chat/completions", json=request, timeout=30) as resp:
+            lines = resp.iter_lines()
+            assert next(lines) == ": keep-alive"  # committed before the upstream answered
+            SLOW.gate.hold.set()  # its headers now; its first event waits for `first`
+            wait_until(lambda: SLOW.gate.streaming, 10, "the upstream's headers sent")
+            for line in lines:  # at most one comment of the first wait can still be in flight
+                after.append(line)
+                if after.count(": keep-alive") == 2:
+                    SLOW.gate.first.set()
+    finally:
+        SLOW.gate.hold = SLOW.gate.first = None
+    data = [line for line in after if line.startswith("data: ")]
+    assert after.index(data[0]) >= 2  # two comments before the first event
+    assert data[-1] == "data: [DONE]"
 
 
 def test_an_alias_falls_over_on_a_connect_failure(served: tuple[str, GatewayState]) -> None:
