@@ -169,8 +169,9 @@ class Proxy:
             await ex.fail(error)
         finally:
             self.in_flight -= 1
-            if ex.outcome is not None:  # a committed stream ended by an error event
-                scope.setdefault("state", {})["outcome_status"] = ex.outcome
+            if ex.outcome is not None or ex.client_gone:  # a committed stream ended by an
+                # error event, or a client that left: what the access log and metrics record
+                scope.setdefault("state", {})["outcome_status"] = ex.outcome or ex.status
             status = ex.outcome or ex.status
             self.state.metrics.observe(label, status, time.perf_counter() - started)
             if (meter := scope.get(METER_KEY)) is not None:  # the usage record (usagesink.py)

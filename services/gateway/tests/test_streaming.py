@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 
 import httpx
@@ -93,10 +94,27 @@ def test_an_upstream_error_after_keepalives_is_relayed_in_band() -> None:
     assert orjson.loads(event)["error"]["param"] == "temperature"  # the upstream's own error
 
 
+class AccessLines(logging.Handler):
+    """The access lines of a gateway running in this process (added once it has started:
+    its logging setup replaces the root handlers that pytest's ``caplog`` uses)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
 def test_a_client_disconnect_cancels_the_upstream_request() -> None:
     script = OllamaScript(endless=True)
     script.release.set()
+    access = AccessLines()
+    logger = logging.getLogger("nexus.http")
     with ollama_and_gateway(script) as (_, gw, state):
+        level = logger.level
+        logger.addHandler(access)
+        logger.setLevel(logging.INFO)
         with httpx.stream("POST", f"{gw.url}/v1/chat/completions", json=CHAT, timeout=30) as resp:
             for line in resp.iter_lines():
                 if line.startswith("data: "):
@@ -105,3 +123,12 @@ def test_a_client_disconnect_cancels_the_upstream_request() -> None:
         wait_until(lambda: state.proxy.in_flight == 0, 10, "the gateway to finish the request")
         (ollama,) = state.table.snapshot.instances
         assert state.upstreams.state(ollama.key).in_flight == 0
+
+        def access_statuses() -> list[int]:
+            return [orjson.loads(line)["status"] for line in access.lines if "/chat/" in line]
+
+        try:  # the access log (and the kit's HTTP metrics) say 499, not the 200 that went out
+            assert wait_until(access_statuses, 10, "the access line") == [499]
+        finally:
+            logger.removeHandler(access)
+            logger.setLevel(level)
