@@ -140,12 +140,12 @@ class Proxy:
         }
         self._retry_after = math.ceil(s.health_probe_interval_s or s.eject_s)
         self._total_s = s.upstream_total_timeout_s or None
-        # A stream's read timeout: one sweep for all of them, not a timer per chunk (readgaps.py).
-        self.read_gaps = ReadGaps()
         self._read_limit = {
             False: s.upstream_first_byte_timeout_s,
             True: s.llm_first_byte_timeout_s,
         }
+        # A stream's read timeout: one sweep for all of them, not a timer per chunk (readgaps.py).
+        self.read_gaps = ReadGaps(min(self._read_limit.values()))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

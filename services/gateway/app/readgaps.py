@@ -38,12 +38,13 @@ class Gap:
 
 
 class ReadGaps:
-    """Every open stream's read timeout, checked by one timer per worker."""
+    """Every open stream's read timeout, checked by one timer per worker every
+    ``interval_s`` (a quarter of the shortest limit it will be given, at most 5 s)."""
 
-    def __init__(self) -> None:
+    def __init__(self, shortest_limit_s: float = 4 * MAX_INTERVAL_S) -> None:
         self._gaps: set[Gap] = set()
         self._handle: asyncio.TimerHandle | None = None
-        self._interval = MAX_INTERVAL_S
+        self._interval = min(MAX_INTERVAL_S, shortest_limit_s / 4)
 
     def __len__(self) -> int:
         return len(self._gaps)
@@ -58,15 +59,8 @@ class ReadGaps:
         loop = asyncio.get_running_loop()
         gap = Gap(response, limit_s, loop.time())
         self._gaps.add(gap)
-        interval = min(MAX_INTERVAL_S, limit_s / 4)
         if self._handle is None:
-            self._interval = interval
-        elif interval < self._interval:  # a shorter limit: sweep more often from now on
-            self._handle.cancel()
-            self._interval = interval
-        else:
-            return gap
-        self._handle = loop.call_later(self._interval, self._sweep)
+            self._handle = loop.call_later(self._interval, self._sweep)
         return gap
 
     def forget(self, gap: Gap | None) -> None:
@@ -76,8 +70,7 @@ class ReadGaps:
     def _sweep(self) -> None:
         self._handle = None
         if not self._gaps:
-            self._interval = MAX_INTERVAL_S
-            return
+            return  # idle: the next watch starts it again
         loop = asyncio.get_running_loop()
         now = loop.time()
         for gap in list(self._gaps):

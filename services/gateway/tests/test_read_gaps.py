@@ -56,7 +56,7 @@ def response() -> aiohttp.ClientResponse:
 
 
 async def test_a_trickling_stream_is_never_cut_and_a_silent_one_is() -> None:
-    gaps = ReadGaps()
+    gaps = ReadGaps(0.2)
     trickle, silent = response(), response()
     gaps.watch(trickle, 0.2)
     gaps.watch(silent, 0.2)
@@ -79,7 +79,7 @@ async def test_a_stream_paused_by_a_slow_client_is_not_cut() -> None:
     """Reading paused (the client is not taking the bytes, the body buffer is full): the
     upstream's silence is not its own, as with aiohttp's timer (found by a try-out: a client
     pausing 5 s had a healthy 20 MB stream cut with a 2 s limit)."""
-    gaps = ReadGaps()
+    gaps = ReadGaps(0.2)
     paused = response()
     cast(Response, paused).transport.reading = False
     gaps.watch(paused, 0.2)
@@ -94,7 +94,7 @@ async def test_a_stream_paused_by_a_slow_client_is_not_cut() -> None:
 
 
 async def test_the_sweep_stops_when_nothing_is_watched() -> None:
-    gaps = ReadGaps()
+    gaps = ReadGaps(0.2)
     gap = gaps.watch(response(), 0.2)
     gaps.forget(gap)
     await asyncio.sleep(0.15)  # past one sweep
