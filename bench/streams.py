@@ -11,8 +11,12 @@ its own connection, and keeps them all open, reading. Then:
   streams (after a warm-up of 100) and once all are open, divided by their number;
 - **TTFE while they are open**: ``--probes`` new streams, ``PROBES_AT_ONCE`` at a time, from a
   separate process (its own event loop: a probe's first event never waits behind the holders'
-  callbacks), each timed from the request's write to the ``data_received`` holding the first
-  ``data:``;
+  callbacks), started evenly over ``PROBE_SPAN_S``, each timed from the request's write to
+  the ``data_received`` holding the first ``data:``. A probe asks for one event
+  (``x-mock-chunks: 1``: the mock sends it and ``[DONE]`` at once) and reads its stream to the
+  end before closing: a probe closed mid-stream would hold the worker's two descriptors until
+  it noticed (up to ``liveness.WATCH_AFTER_S``), and at the descriptor limit ``accept`` fails
+  and asyncio stops accepting for a second, which is what the slowest TTFEs used to measure;
 - **CPU while they are held** (no probes, ``HOLD_S``): the gateway worker's and the mock's
   utime+stime (``/proc/<pid>/stat``) as % of one core and per relayed event, this client's
   own, and how busy each core was (``/proc/stat``): a saturated load core would inflate TTFE;
@@ -45,6 +49,9 @@ from urllib.parse import urlsplit
 BODY = b'{"model":"paced","stream":true,"messages":[{"role":"user","content":"hi"}]}'
 OPEN_AT_ONCE = 200  # streams being opened concurrently (an accept burst, not a SYN flood)
 PROBES_AT_ONCE = 4  # new streams timed concurrently while the others are open
+# Probes are spread over this long, not sent back to back (200 of them took 0.6 s): each samples
+# the worker at a random moment, a collector pause or a burst of events included.
+PROBE_SPAN_S = 10.0
 FD_SPARE = 32  # descriptors left free in the worker beyond idle + streams + probes
 HOLD_S = 10.0  # the window CPU and the "later" RSS are taken over
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -86,11 +93,14 @@ class Stream(asyncio.Protocol):
     line, stamps ``first`` at the read holding the first ``data:`` and from then on only counts
     events; ``connection_lost`` not caused by ``close()`` is an error (an early end)."""
 
-    __slots__ = ("first", "head", "ready", "run", "sent", "transport")
+    __slots__ = ("end", "first", "head", "ready", "run", "sent", "transport")
 
-    def __init__(self, run: Run, ready: asyncio.Future[None]) -> None:
+    def __init__(
+        self, run: Run, ready: asyncio.Future[None], end: asyncio.Future[None] | None = None
+    ) -> None:
         self.run = run
         self.ready = ready  # done at the first event or at a failure, whichever comes first
+        self.end = end  # a probe's: done at the end of its response (or a failure)
         self.transport: asyncio.Transport | None = None
         self.sent = 0.0
         self.first = 0.0
@@ -102,6 +112,8 @@ class Stream(asyncio.Protocol):
         self.transport.write(self.run.request)
 
     def data_received(self, data: bytes) -> None:
+        if self.end is not None and _last_chunk(data) and not self.end.done():
+            self.end.set_result(None)  # the stream is over
         if self.first:
             run = self.run
             run.events += data.count(b"data:")
@@ -135,8 +147,9 @@ class Stream(asyncio.Protocol):
     def _failed(self, what: str) -> None:
         self.run.fail(what)
         self.close()
-        if not self.ready.done():
-            self.ready.set_result(None)
+        for future in (self.ready, self.end):
+            if future is not None and not future.done():
+                future.set_result(None)
 
     def close(self) -> None:
         transport, self.transport = self.transport, None
@@ -144,16 +157,25 @@ class Stream(asyncio.Protocol):
             transport.close()
 
 
-async def connect(run: Run, deadline: float) -> Stream:
-    """A new stream, returned once its first event came (``first`` set) or it failed."""
+def _last_chunk(data: bytes) -> bool:
+    """``data`` ends with a chunked body's zero-size last chunk (a read of its own, or the tail
+    of one; an SSE payload ends ``\\n\\n``, so no data chunk ends like this)."""
+    return data == b"0\r\n\r\n" or data.endswith(b"\n0\r\n\r\n")
+
+
+async def connect(run: Run, deadline: float, whole: bool = False) -> Stream:
+    """A new stream, returned once its first event came (``first`` set) or it failed;
+    ``whole``: once its response ended (``transport`` still set) or it failed."""
     loop = asyncio.get_running_loop()
-    stream = Stream(run, loop.create_future())
+    stream = Stream(run, loop.create_future(), loop.create_future() if whole else None)
     try:
         async with asyncio.timeout(max(0.1, deadline - time.monotonic())):
             await loop.create_connection(lambda: stream, run.host, run.port)
             await stream.ready
+            if stream.end is not None:
+                await stream.end
     except (OSError, TimeoutError) as exc:
-        if not stream.ready.done():
+        if not stream.ready.done() or (stream.end is not None and not stream.end.done()):
             run.fail(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
         stream.close()
     return stream
@@ -279,19 +301,22 @@ class Window:
 
 
 async def probes(run: Run, count: int, deadline: float) -> dict[str, object]:
-    """``count`` new streams, ``PROBES_AT_ONCE`` at a time: time to the first event (ms)."""
+    """``count`` new streams started evenly over ``PROBE_SPAN_S``, at most ``PROBES_AT_ONCE``
+    at a time: time to the first event (ms)."""
     times: list[float] = []
     left = [count]
+    started, cpu0 = time.monotonic(), own_cpu_s()
 
     async def prober() -> None:
         while left[0] > 0 and time.monotonic() < deadline:
+            due = started + PROBE_SPAN_S * (count - left[0]) / count
             left[0] -= 1
-            stream = await connect(run, deadline)
-            if stream.first:
+            await asyncio.sleep(due - time.monotonic())  # no wait once behind
+            stream = await connect(run, deadline, whole=True)
+            if stream.first and stream.transport is not None:  # first event, then the end
                 times.append((stream.first - stream.sent) * 1000)
             stream.close()
 
-    started, cpu0 = time.monotonic(), own_cpu_s()
     await asyncio.gather(*(prober() for _ in range(min(PROBES_AT_ONCE, count))))
     wall = time.monotonic() - started
     return {
@@ -413,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
         runner = uvloop.run
     if args.probe_only is not None:  # the child run_probes starts
         parts = urlsplit(args.url)
-        run = Run(parts.hostname or "127.0.0.1", parts.port or 80, args.key, 60)
+        run = Run(parts.hostname or "127.0.0.1", parts.port or 80, args.key, 1)  # one event
         deadline = time.monotonic() + args.timeout
         print("BENCH_JSON " + json.dumps(runner(probes(run, args.probe_only, deadline))))
         return 0
