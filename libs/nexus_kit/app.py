@@ -52,9 +52,18 @@ class NexusApp(FastAPI):
     bypassed by such a route, so Nexus services add none."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            scope[SERVER_SEND] = send
-        await super().__call__(scope, receive, send)
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        scope[SERVER_SEND] = send
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            # The server's send is bound to its request object, which holds this scope: left
+            # here, the pair is a reference cycle, and the request's objects wait for the
+            # cyclic collector instead of going when it ends (issue 14: its passes are what
+            # delays the requests in flight).
+            del scope[SERVER_SEND]
 
 
 @dataclass

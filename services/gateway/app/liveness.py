@@ -131,10 +131,15 @@ class Watch:
         self._request.cancel()
 
     def cancel(self) -> None:
+        """The request is over: stop watching, and let go of the watcher task. Its
+        ``CancelledError`` keeps the watcher's frame, which holds this Watch: a reference
+        kept here would make a cycle of the whole request, left for the cyclic collector."""
         if self._handle is not None:
             self._handle.cancel()
+            self._handle = None
         if self._task is not None:
             self._task.cancel()
+            self._task = None
 
 
 async def with_keepalive(

@@ -118,8 +118,8 @@ class Meter:
     """One metered request: what it asked, what the upstream said it used, how it ended."""
 
     __slots__ = (
-        "alias", "counts", "first_at", "identity", "injected", "kind", "model",
-        "request_id", "route", "started", "started_wall", "streamed", "tap", "target",
+        "alias", "body_complete", "counts", "first_at", "identity", "injected", "kind", "model",
+        "request_id", "route", "started", "started_wall", "streamed", "target",
     )  # fmt: skip
 
     def __init__(self, kind: str, route: Route, model: str | None, stream: bool,
@@ -136,7 +136,10 @@ class Meter:
         self.first_at: float | None = None
         self.injected = False
         self.counts = Counts()
-        self.tap: Tap | None = None
+        # None: no Tap on the body; False until the Tap sees its end. A flag, not the Tap: a
+        # Meter <-> Tap cycle made each request's meter, tap and upstream reader garbage that
+        # only the cyclic collector frees (issue 14: the collector's passes are the tail).
+        self.body_complete: bool | None = None
         self.target: Target | None = None
 
     # --- the request ----------------------------------------------------------------------
@@ -195,8 +198,8 @@ class Meter:
         """The upstream body as the client should get it; counts read on the way."""
         self.target = target
         sse = content_type.startswith("text/event-stream")
-        self.tap = Tap(self, content, sse, strip=self.injected and sse)
-        return self.tap  # type: ignore[return-value]  # duck-typed: readany/at_eof/read
+        tap = Tap(self, content, sse, strip=self.injected and sse)
+        return tap  # type: ignore[return-value]  # duck-typed: readany/at_eof/read
 
     def first_byte(self) -> None:
         if self.first_at is None:
@@ -283,7 +286,7 @@ class Meter:
             return "upstream_error"
         if status >= 400:
             return "error"
-        if self.tap is not None and not self.tap.complete:
+        if self.body_complete is False:
             return "incomplete"
         return "ok"
 
@@ -333,6 +336,7 @@ class Tap:
         self._copy: list[bytes] = []
         self._copied = 0
         self.complete = False
+        meter.body_complete = False
 
     def __getattr__(self, name: str) -> Any:
         # aiohttp's own calls on ``response.content`` (exception, set_exception...) reach the
@@ -414,7 +418,7 @@ class Tap:
     def _end(self) -> bytes:
         if self.complete:
             return b""
-        self.complete = True
+        self.complete = self.meter.body_complete = True
         if not self.sse:
             self.meter.read_json(b"".join(self._copy) if self._copied < _JSON_COPY_LIMIT else b"")
             self._copy.clear()

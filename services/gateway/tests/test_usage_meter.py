@@ -29,7 +29,6 @@ async def relay(m: Meter, chunks: list[bytes], content_type: str = "text/event-s
     """What the client gets: the proxy's loop over the Tap (readany until at_eof)."""
     is_sse = content_type.startswith("text/event-stream")
     tap = Tap(m, cast(StreamReader, Chunks(chunks)), is_sse, strip=m.injected and is_sse)
-    m.tap = tap
     out = b""
     while True:
         chunk = await tap.readany()
@@ -166,9 +165,8 @@ async def test_garbage_events_pass_through() -> None:
 async def test_an_early_end_is_recorded_with_what_was_seen() -> None:
     m = meter()
     tap = Tap(m, cast(StreamReader, Chunks([sse(chat_chunk("a"))[:20]])), True, strip=False)
-    m.tap = tap
     await tap.readany()
-    m.tap.complete = False  # the upstream cut it: no end seen
+    m.body_complete = False  # the upstream cut it: no end seen
     record = m.record(200, client_gone=True)
     assert record["outcome"] == "client_gone"
     assert record["ttft_ms"] is not None
