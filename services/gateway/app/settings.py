@@ -75,8 +75,10 @@ class GatewaySettings(ServiceSettings):
     # hundreds of requests in flight every young collection finds their objects alive and
     # promotes them, so older collections scan them again and again (c1024: ~25% of the core
     # in GC, pauses of 0.3-0.6 s). A larger young generation lets request objects die by
-    # refcount before any collection sees them (docs/adr/0012, "GC"). 0: CPython's default.
-    gc_young_threshold: int = Field(100_000, ge=0, le=10_000_000)
+    # refcount before any collection sees them (docs/adr/0015). It must exceed what the
+    # requests in flight hold alive (~150 tracked objects each): at 100,000, c1024 ran a
+    # young pass of ~75 ms every ~0.4 s that freed nothing. 0: CPython's default.
+    gc_young_threshold: int = Field(250_000, ge=0, le=10_000_000)
     # Worker processes on one port (app/workers.py, docs/adr/0012): 0 = one per CPU this
     # process may use. Backlog and client connections (per worker) size the OS limits checked
     # at start (app/oslimits.py); the metrics socket is set by the supervisor for its workers.

@@ -15,9 +15,9 @@ from tests.support import gateway, settings
 
 async def test_a_running_gateway_uses_a_large_young_generation_and_restores_it() -> None:
     before = gc.get_threshold()
-    assert before[0] != 100_000
+    assert before[0] != 250_000
     async with gateway(settings()) as (client, _):
-        assert gc.get_threshold() == (100_000, *GC_OLDER_THRESHOLDS)
+        assert gc.get_threshold() == (250_000, *GC_OLDER_THRESHOLDS)
         assert (await client.get("/health")).status_code == 200
     assert gc.get_threshold() == before
 
