@@ -47,6 +47,17 @@ from typing import cast
 from urllib.parse import urlsplit
 
 BODY = b'{"model":"paced","stream":true,"messages":[{"role":"user","content":"hi"}]}'
+# What the openai Python SDK (3.51, sync client) sends with a chat completion besides Host,
+# authorization and Content-Length: a stream held open keeps its request's headers, so the
+# per-stream figure is that of a real client's request, not of a bare one.
+SDK_HEADERS = (
+    "Accept-Encoding: gzip, deflate\r\nConnection: keep-alive\r\naccept: application/json\r\n"
+    "content-type: application/json\r\nuser-agent: OpenAI/Python 3.51.0\r\n"
+    "x-stainless-lang: python\r\nx-stainless-package-version: 3.51.0\r\n"
+    "x-stainless-os: Linux\r\nx-stainless-arch: x64\r\nx-stainless-runtime: CPython\r\n"
+    "x-stainless-runtime-version: 3.11.7\r\nx-stainless-async: false\r\n"
+    "x-stainless-retry-count: 0\r\nx-stainless-read-timeout: 600\r\n"
+)
 OPEN_AT_ONCE = 200  # streams being opened concurrently (an accept burst, not a SYN flood)
 PROBES_AT_ONCE = 4  # new streams timed concurrently while the others are open
 # Probes are spread over this long, not sent back to back (200 of them took 0.6 s): each samples
@@ -73,11 +84,10 @@ class Run:
     request: bytes = field(init=False)
 
     def __post_init__(self) -> None:
-        auth = f"Authorization: Bearer {self.key}\r\n" if self.key else ""
+        auth = f"authorization: Bearer {self.key}\r\n" if self.key else ""
         self.request = (
             f"POST /v1/chat/completions HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n{auth}"
-            "Content-Type: application/json\r\nAccept: text/event-stream\r\n"
-            f"x-mock-pace-ms: 1000\r\nx-mock-chunks: {self.chunks}\r\n"
+            f"{SDK_HEADERS}x-mock-pace-ms: 1000\r\nx-mock-chunks: {self.chunks}\r\n"
             f"Content-Length: {len(BODY)}\r\n\r\n"
         ).encode() + BODY
 
