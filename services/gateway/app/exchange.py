@@ -2,7 +2,8 @@
 
 ``RequestHead.parse`` makes one pass over the client's headers: it keeps what is forwarded
 (hop-by-hop headers, ``Host`` and the client's ``X-Request-ID`` dropped; the request's
-current id added) and notes how the body comes. ``Exchange`` wraps ``send`` and remembers
+current id added) and notes how the body comes; ``release_headers`` then empties the scope's
+list, which nothing reads again. ``Exchange`` wraps ``send`` and remembers
 whether the status line went out, because that decides how an error can still be reported.
 """
 
@@ -14,7 +15,7 @@ from typing import Any, Literal
 
 import orjson
 from aiohttp import StreamReader
-from starlette.types import Send
+from starlette.types import Scope, Send
 
 from nexus_kit import NexusError, UpstreamError
 
@@ -48,6 +49,25 @@ KEEPALIVE = b": keep-alive\n\n"
 _LATE_ERROR_BYTES = 64 * 1024
 
 BodyMode = Literal["none", "buffer", "stream"]
+Headers = list[tuple[bytes, bytes]]
+
+
+def as_list(headers: Iterable[tuple[bytes, bytes]]) -> Headers:
+    """ASGI request headers as a list to edit in place (servers give one; a test client may
+    give a tuple)."""
+    return headers if isinstance(headers, list) else list(headers)
+
+
+def release_headers(scope: Scope) -> None:
+    """Empty the request's header list, once ``RequestHead.parse`` has read it.
+
+    The server's request object, the scope and every middleware frame hold that one list for
+    as long as the response runs: an open stream kept its request's headers, ~5 KB with the
+    openai SDK's 17 (issue 14). Nothing reads them after the proxy's parse: the kit's layer
+    and the guard read theirs on the way in."""
+    headers = scope["headers"]
+    if isinstance(headers, list):
+        headers.clear()
 
 
 @dataclass(slots=True)

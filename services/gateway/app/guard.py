@@ -27,7 +27,7 @@ from nexus_kit import NexusError
 
 from .dialects import is_anthropic
 from .docs_routes import PUBLIC_PATHS as DOCS_PATHS
-from .exchange import Exchange
+from .exchange import Exchange, as_list
 
 # The gateway's own endpoints that never need a bearer (DESIGN "Auth").
 # DOCS_PATHS: /openapi.json, /docs and Swagger UI's assets (docs_routes.py).
@@ -94,10 +94,11 @@ class GuardMiddleware:
             await self.app(scope, receive, send)
             return
         method, path = scope["method"], scope["path"]
-        headers = scope["headers"]
+        # Edited in place, not copied: one list for the server, this frame and the proxy,
+        # which empties it once parsed (proxy.py, release_headers).
+        headers = scope["headers"] = as_list(scope["headers"])
         if any(name in IDENTITY_HEADERS for name, _ in headers):
-            headers = [(n, v) for n, v in headers if n not in IDENTITY_HEADERS]
-            scope["headers"] = headers
+            headers[:] = [(n, v) for n, v in headers if n not in IDENTITY_HEADERS]
         public = path in OPEN_PATHS or self.is_public(method, path)
         try:
             decision = await self.guard(Access(method, path, public, headers))
@@ -106,11 +107,8 @@ class GuardMiddleware:
             return
         if decision.identity is not None:
             who = decision.identity
-            scope["headers"] = [
-                *headers,
-                (b"x-nexus-subject", who.subject.encode()),
-                (b"x-nexus-role", who.role.encode()),
-            ]
+            headers += [(b"x-nexus-subject", who.subject.encode()),
+                        (b"x-nexus-role", who.role.encode())]  # fmt: skip
             scope.setdefault("state", {})["identity"] = who
         extra = decision.headers
         if not extra:

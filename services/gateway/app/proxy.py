@@ -58,7 +58,7 @@ from . import client, spans
 from .aliases import with_model
 from .dialects import is_anthropic
 from .discovery import describe_error
-from .exchange import Exchange, RequestHead, response_headers
+from .exchange import Exchange, RequestHead, release_headers, response_headers
 from .liveness import Watch, with_keepalive
 from .openai_upstream import MissingCredentialError, forward_headers
 from .paths import upstream_target
@@ -184,6 +184,7 @@ class Proxy:
         watch: Watch | None = None
         try:
             head = RequestHead.parse(scope["headers"], current_request_id())
+            release_headers(scope)  # not held for a stream's life
             body = Body(receive, await self._read_body(receive, head))
             info = self._peek(body, head)
             models = self.state.aliases.get(info.model) if info.model else None

@@ -8,6 +8,7 @@ rest on, so a change that quietly undoes one fails here rather than in the next 
   created per request, no metric label lookup once a route's children exist;
 - proxied paths never walk Starlette's router (``dispatch.ProxyFirst``);
 - a relayed body's chunks skip the middleware's send wrappers (``nexus_kit.app.NexusApp``);
+- a stream does not hold its request's headers once they are forwarded;
 - a finished request leaves no reference cycle: its objects go by refcount, not in the cyclic
   collector's passes, which stall every request in flight (issue 14).
 """
@@ -164,6 +165,43 @@ async def test_stream_chunks_skip_the_middleware_send_wrappers() -> None:
     assert resp.content == events
     assert resp.headers["x-request-id"]  # added by the kit's layer, on the start
     assert SeenSends.seen == ["http.response.start"]
+
+
+class SeenHeaders:
+    """A middleware that keeps the scope's header list it was given (the object itself)."""
+
+    lists: list[list[tuple[bytes, bytes]]] = []
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            SeenHeaders.lists.append(scope["headers"])
+        await self.app(scope, receive, send)
+
+
+async def test_a_stream_does_not_hold_its_request_headers() -> None:
+    """Forwarded upstream, then emptied: the one list the server, the scope and the
+    middleware share is not held for a stream's life (~5 KB with the openai SDK's)."""
+    events = b'data: {"n": 1}\n\ndata: [DONE]\n\n'
+    fake = FakeUpstream(metadata("llm", [("POST", "/v1/chat/completions")], models=["bench"]))
+    fake.route("POST", "/v1/chat/completions",
+               answer(Reply(200, events, [("content-type", "text/event-stream")])))  # fmt: skip
+    SeenHeaders.lists = []
+    async with fake:
+        app = build_app(settings(static_backends={"llm": fake.url}))
+        app.add_middleware(SeenHeaders)
+        async with LifespanManager(app) as manager:
+            await app.state.gateway.discovery.synced.wait()
+            transport = httpx.ASGITransport(app=manager.app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+                resp = await client.post("/v1/chat/completions", json={**CHAT, "stream": True},
+                                         headers={"x-stainless-lang": "python"})  # fmt: skip
+    assert resp.status_code == 200
+    assert resp.content == events
+    assert fake.calls("POST", "/v1/chat/completions")[0].header("x-stainless-lang") == "python"
+    assert SeenHeaders.lists == [[]]
 
 
 # What a proxied request leaves behind, by type: the gateway's, the kit's, and the server's and
