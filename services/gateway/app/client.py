@@ -23,6 +23,8 @@ Failures, as the proxy sorts them (order matters: a connect error is also an ``O
 from __future__ import annotations
 
 import aiohttp
+from aiohttp.client_reqrep import RequestInfo
+from multidict import CIMultiDict, CIMultiDictProxy
 
 CONNECT: tuple[type[Exception], ...] = (
     aiohttp.ClientConnectorError,
@@ -39,6 +41,7 @@ ClientError = aiohttp.ClientError
 # ``client.IDEMPOTENT_METHODS``); the proxy retries the others, so each gets one retry in all.
 RETRIED_BY_CLIENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 _SKIP_AUTO_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
+_NO_HEADERS: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
 
 
 def make_client(*, max_connections: int, keepalive_s: float) -> aiohttp.ClientSession:
@@ -61,3 +64,14 @@ def make_client(*, max_connections: int, keepalive_s: float) -> aiohttp.ClientSe
 def timeout(connect_s: float, first_byte_s: float) -> aiohttp.ClientTimeout:
     """Per-request limits: connect, and each read (the first byte, then between chunks)."""
     return aiohttp.ClientTimeout(total=None, sock_connect=connect_s, sock_read=first_byte_s)
+
+
+def shed_request_headers(response: aiohttp.ClientResponse) -> None:
+    """Let go of the request headers aiohttp keeps on a response for its whole life
+    (``request_info``, quoted by its errors, which the gateway never shows): an open stream
+    held them for as long as it ran, ~4 KB with the openai SDK's (issue 14). URL and method
+    stay. aiohttp 3.14 keeps them in ``_request_info`` and caches the property in ``_cache``;
+    ``tests/test_client.py`` notices if either moves."""
+    info = response.request_info
+    shed = RequestInfo(info.url, info.method, _NO_HEADERS, info.real_url)
+    response._request_info = response._cache["request_info"] = shed

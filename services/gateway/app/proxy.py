@@ -449,6 +449,7 @@ class Proxy:
                 if read_limit is not None:
                     ex.sse = resp.content_type == "text/event-stream"
             if read_limit is not None:  # comments go on until the first event, late or not
+                client.shed_request_headers(resp)  # aiohttp's copy: not held for its life
                 await self._first_chunk(ex, content)
             # The usage tap is fed in this loop, not awaited around the read: one coroutine less
             # per event, and per open stream while it waits (issue 14).
