@@ -10,12 +10,13 @@ for both kinds of request) and sends a request whose path no own route matches d
 the proxy. A path an own route matches, with any method, goes through the router as before
 (so a wrong method still gets the router's 405). Which paths are own is asked of the routes
 themselves (``BaseRoute.matches``, public API; FastAPI's included routers are opaque) once
-per distinct path.
+per distinct path. It returns the chosen app's awaitable rather than awaiting it: no
+coroutine frame of its own for an open stream to hold (issue 14).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -30,11 +31,10 @@ class ProxyFirst:
         self.routes = routes
         self._own: dict[str, bool] = {}
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         if scope["type"] == "http" and not self.is_own(scope["path"]):
-            await self.proxy(scope, receive, send)
-            return
-        await self.app(scope, receive, send)
+            return self.proxy(scope, receive, send)
+        return self.app(scope, receive, send)
 
     def is_own(self, path: str) -> bool:
         """Whether any own route matches ``path`` (with any method); remembered per path."""

@@ -6,9 +6,15 @@ the OpenAI API's resources are rewritten to ``/v1/...`` (``path`` and ``raw_path
 before auth and routing, so they are checked, routed, logged and counted exactly as the
 ``/v1`` form. Everything else (``/health``, ``/services/...``, a service's own paths) is left
 alone. The hot path pays one ``startswith``.
+
+``V1Prefix`` returns the next app's awaitable instead of awaiting it: it acts only before the
+call, so it needs no coroutine frame of its own, which every open stream would hold for its
+life (issue 14).
 """
 
 from __future__ import annotations
+
+from collections.abc import Awaitable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -32,10 +38,10 @@ class V1Prefix:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         if scope["type"] == "http" and not scope["path"].startswith("/v1/"):
             path = with_v1(scope["path"])
             if path is not None:
                 raw = scope.get("raw_path") or scope["path"].encode()
                 scope["path"], scope["raw_path"] = path, b"/v1" + raw
-        await self.app(scope, receive, send)
+        return self.app(scope, receive, send)
