@@ -2,9 +2,10 @@
 
 ``RequestHead.parse`` makes one pass over the client's headers: it keeps what is forwarded
 (hop-by-hop headers, ``Host`` and the client's ``X-Request-ID`` dropped; the request's
-current id added) and notes how the body comes; ``release_headers`` then empties the scope's
-list, which nothing reads again. ``Exchange`` wraps ``send`` and remembers
-whether the status line went out, because that decides how an error can still be reported.
+current id added) and notes how the body comes; once a stream's start has gone out,
+``release_raw`` empties the scope's list, which nothing reads again. ``Exchange`` wraps
+``send`` and remembers whether the status line went out, because that decides how an error
+can still be reported.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any, Literal
 
 import orjson
 from aiohttp import StreamReader
-from starlette.types import Scope, Send
+from starlette.types import Send
 
 from nexus_kit import NexusError, UpstreamError
 
@@ -41,6 +42,9 @@ HOP_BY_HOP = frozenset(
 _NOT_FORWARDED = HOP_BY_HOP | {b"host", b"content-length", b"expect", b"x-request-id"}
 # uvicorn adds its own Date and Server, and the kit its X-Request-ID: no duplicates.
 _NOT_RETURNED = HOP_BY_HOP | {b"date", b"server", b"x-request-id"}
+# CORS is the gateway's policy (``NEXUS_CORS_ORIGINS``): an upstream's own answer (vLLM's
+# ``Access-Control-Allow-Origin: *`` by default) would open it to every origin.
+_CORS_PREFIX = b"access-control-"
 # Bodies of these types are streamed through as they arrive instead of being read first.
 _STREAMED_TYPES = (b"multipart/", b"audio/", b"video/", b"image/", b"application/octet-stream")
 SSE_HEADERS = [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
@@ -58,24 +62,24 @@ def as_list(headers: Iterable[tuple[bytes, bytes]]) -> Headers:
     return headers if isinstance(headers, list) else list(headers)
 
 
-def release_headers(scope: Scope) -> None:
-    """Empty the request's header list, once ``RequestHead.parse`` has read it.
-
-    The server's request object, the scope and every middleware frame hold that one list for
-    as long as the response runs: an open stream kept its request's headers, ~5 KB with the
-    openai SDK's 17 (issue 14). Nothing reads them after the proxy's parse: the kit's layer
-    and the guard read theirs on the way in."""
-    headers = scope["headers"]
-    if isinstance(headers, list):
-        headers.clear()
-
-
 @dataclass(slots=True)
 class RequestHead:
     forward: list[tuple[str, str]]  # as the upstream client takes them (latin-1, like HTTP)
     content_type: bytes
     content_length: int | None
     mode: BodyMode
+    raw: Iterable[tuple[bytes, bytes]]  # the scope's own header list, as parsed
+
+    def release_raw(self) -> None:
+        """Empty the request's header list once the response's start has gone out.
+
+        The server's request object, the scope and every middleware frame hold that one list
+        for as long as the response runs: an open stream kept its request's headers, ~5 KB
+        with the openai SDK's 17 (issue 14). Not before the start: a middleware may read them
+        when it passes (Starlette's CORS reads ``Origin`` then); after it, Nexus middleware
+        touches nothing (``nexus_kit.app.NexusApp``)."""
+        if isinstance(self.raw, list):
+            self.raw.clear()
 
     @property
     def buffered(self) -> bool:
@@ -91,7 +95,7 @@ class RequestHead:
         return not ctype or b"json" in ctype or ctype.startswith(b"application/x-www-form")
 
     @classmethod
-    def parse(cls, headers: list[tuple[bytes, bytes]], request_id: str | None) -> RequestHead:
+    def parse(cls, headers: Iterable[tuple[bytes, bytes]], request_id: str | None) -> RequestHead:
         kept: list[tuple[bytes, bytes]] = []
         ctype, length, chunked, listed = b"", None, False, b""
         for name, value in headers:  # ASGI header names are lower case
@@ -115,7 +119,7 @@ class RequestHead:
             forward.append(("content-length", str(length)))  # keep the framing
         if request_id:
             forward.append(("x-request-id", request_id))
-        return cls(forward, ctype, length, mode)
+        return cls(forward, ctype, length, mode, headers)
 
 
 def response_headers(raw: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
@@ -127,7 +131,7 @@ def response_headers(raw: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, by
         lname = name.lower()
         if lname == b"connection":
             listed = value
-        if lname in _NOT_RETURNED:
+        if lname in _NOT_RETURNED or lname.startswith(_CORS_PREFIX):
             continue
         if lname == b"content-type" and value.startswith(b"text/event-stream"):
             sse = True

@@ -95,7 +95,7 @@ class GuardMiddleware:
             return
         method, path = scope["method"], scope["path"]
         # Edited in place, not copied: one list for the server, this frame and the proxy,
-        # which empties it once parsed (proxy.py, release_headers).
+        # which empties it once a stream's start went out (exchange.RequestHead.release_raw).
         headers = scope["headers"] = as_list(scope["headers"])
         if any(name in IDENTITY_HEADERS for name, _ in headers):
             headers[:] = [(n, v) for n, v in headers if n not in IDENTITY_HEADERS]

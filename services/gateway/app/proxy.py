@@ -58,7 +58,7 @@ from . import client, spans
 from .aliases import with_model
 from .dialects import is_anthropic
 from .discovery import describe_error
-from .exchange import Exchange, RequestHead, release_headers, response_headers
+from .exchange import Exchange, RequestHead, response_headers
 from .liveness import Watch, with_keepalive
 from .openai_upstream import MissingCredentialError, forward_headers
 from .paths import upstream_target
@@ -184,7 +184,6 @@ class Proxy:
         watch: Watch | None = None
         try:
             head = RequestHead.parse(scope["headers"], current_request_id())
-            release_headers(scope)  # not held for a stream's life
             body = Body(receive, await self._read_body(receive, head))
             info = self._peek(body, head)
             models = self.state.aliases.get(info.model) if info.model else None
@@ -449,7 +448,8 @@ class Proxy:
                 if read_limit is not None:
                     ex.sse = resp.content_type == "text/event-stream"
             if read_limit is not None:  # comments go on until the first event, late or not
-                client.shed_request_headers(resp)  # aiohttp's copy: not held for its life
+                head.release_raw()  # the start went out: the request headers are not held
+                client.shed_request_headers(resp)  # for the stream's life, nor aiohttp's copy
                 await self._first_chunk(ex, content)
             # The usage tap is fed in this loop, not awaited around the read: one coroutine less
             # per event, and per open stream while it waits (issue 14).
@@ -468,7 +468,12 @@ class Proxy:
             self.state.upstreams.failure(target.key, describe_error(exc))
             log.warning("upstream failed mid-response", upstream=target.key,
                         error=describe_error(exc), started=ex.started)  # fmt: skip
-            error = UpstreamError(f"The upstream {target.instance.service} failed.")
+            service = target.instance.service
+            error: NexusError = (  # silent past its read limit: a timeout, as before the head
+                UpstreamTimeoutError(f"The upstream {service} did not answer in time.")
+                if isinstance(exc, client.TIMEOUT)
+                else UpstreamError(f"The upstream {service} failed.")
+            )
             if not ex.started:
                 raise error from None
             if ex.sse:  # a stream: say so in-band and end it cleanly

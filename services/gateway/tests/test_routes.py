@@ -15,7 +15,7 @@ from app.settings import GatewaySettings
 from nexus_kit import AuthenticationError, CheckResult
 from tests.support import assert_openai_schema, gateway, instance, meta_json, metadata, settings
 from tests.support import snapshot as make_snapshot
-from tests.upstream import FakeUpstream, Reply, answer
+from tests.upstream import FakeUpstream, Reply, Seen, answer
 
 OLLAMA = "http://ollama.test"
 AUTH = "http://auth.test"
@@ -186,6 +186,38 @@ async def test_a_guard_sees_every_request_with_its_public_flag() -> None:
         assert ("/v1/me", False) in public
         assert ("/health", True) in public
         assert all(a.method != "OPTIONS" for a in guard.seen)
+
+
+async def test_proxied_responses_and_streams_carry_the_gateways_cors_answer() -> None:
+    """A browser's cross-origin call through the proxy: the allowed origin gets its CORS
+    headers on a JSON answer and on a stream (the request headers a stream lets go of are
+    read first); another origin gets none, even when the upstream answers ``*`` itself."""
+    events = b'data: {"n": 1}\n\ndata: [DONE]\n\n'
+    upstream_cors = [("access-control-allow-origin", "*"), ("access-control-allow-headers", "*")]
+    fake = FakeUpstream(metadata("llm", [("POST", "/v1/chat/completions")], models=["m"]))
+
+    async def reply(seen: Seen) -> Reply:
+        if b'"stream":true' in seen.body:
+            return Reply(200, events, [("content-type", "text/event-stream"), *upstream_cors])
+        return Reply.json({"id": "c", "choices": []}, headers=upstream_cors)
+
+    fake.route("POST", "/v1/chat/completions", reply)
+    async with fake:
+        cfg = settings(static_backends={"llm": fake.url}, nexus_cors_origins="https://app.example")
+        async with gateway(cfg) as (client, _):
+            for stream in (False, True):
+                body: dict[str, Any] = {"model": "m", "messages": [], "stream": stream}
+                allowed = await client.post("/v1/chat/completions", json=body,
+                                            headers={"origin": "https://app.example"})  # fmt: skip
+                assert allowed.status_code == 200, allowed.text
+                assert allowed.headers.get_list("access-control-allow-origin") == [
+                    "https://app.example"
+                ]
+                other = await client.post("/v1/chat/completions", json=body,
+                                          headers={"origin": "https://other.example"})  # fmt: skip
+                assert other.status_code == 200, other.text
+                assert "access-control-allow-origin" not in other.headers
+                assert "access-control-allow-headers" not in other.headers
 
 
 async def test_without_cors_origins_there_are_no_cors_headers() -> None:

@@ -162,7 +162,7 @@ async def test_the_usage_hook_adds_token_counts(spans: Spans) -> None:
     route = Route("POST", "/v1/chat/completions", "chat")
     from app.exchange import RequestHead
 
-    head = RequestHead([("traceparent", TRACEPARENT)], b"", None, "none")
+    head = RequestHead([("traceparent", TRACEPARENT)], b"", None, "none", [])
     span = gateway_spans.ProxySpan(route, "m", head)
     span.usage(input_tokens=12, output_tokens=34, response_model="m-2025")
     span.end(200)
