@@ -51,6 +51,9 @@ KNOWN: dict[str, tuple[str, bool]] = {
 DEFAULT_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses")
 # The client's credentials, in every spelling the gateway accepts: never sent upstream.
 CLIENT_CREDENTIALS = frozenset({"authorization", "x-api-key", "api-key"})
+# Not for a server outside Nexus either (a hosted API, Ollama): the caller's identity the guard
+# adds for Nexus services, and whatever cookies a browser holds for the gateway's origin.
+NEXUS_ONLY = CLIENT_CREDENTIALS | {"x-nexus-subject", "x-nexus-role", "cookie"}
 
 
 class MissingCredentialError(RuntimeError):
@@ -82,8 +85,9 @@ def credential(instance: Instance) -> str | None:
 
 
 def forward_headers(instance: Instance, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """The request headers for a synthesized upstream: client credentials out, ours in."""
-    kept = [(n, v) for n, v in headers if n not in CLIENT_CREDENTIALS]
+    """The request headers for a synthesized upstream: the client's credentials, identity and
+    cookies out, the upstream's key in."""
+    kept = [(n, v) for n, v in headers if n not in NEXUS_ONLY]
     if instance.kind == "openai":
         key = credential(instance)
         if key is not None:

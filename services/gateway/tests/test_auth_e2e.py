@@ -14,10 +14,14 @@ import httpx
 import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
 from app.main import build_app
 from nexus_testing import ServiceProcess, UvicornThread, wait_for_http
-from tests.support import OllamaScript, auth_process, fake_ollama, settings
+from tests.support import OllamaScript, auth_process, fake_ollama, meta_json, metadata, settings
 
 pytestmark = pytest.mark.integration
 ADMIN_KEY = "nx-" + secrets.token_urlsafe(32)
@@ -181,19 +185,45 @@ def test_rate_limited_key_gets_rate_limit_error_on_fourth_call(gateway: str) -> 
     assert info.value.response.headers["x-ratelimit-remaining-requests"] == "0"
 
 
-def test_client_cannot_claim_an_identity(gateway: str) -> None:
-    key = user_key(gateway)
-    resp = httpx.post(
-        f"{gateway}/v1/chat/completions",
-        json={"model": "llama3.2", "messages": MESSAGES},
-        headers={"Authorization": f"Bearer {key}", "X-Nexus-Subject": "usr_admin",
-                 "X-Nexus-Role": "admin"},
+def nexus_echo(seen: list[dict[str, str]]) -> Starlette:
+    """A Nexus service (its metadata at ``/v1/metadata``) that keeps the headers it got."""
+    doc = meta_json(metadata("echo", [("POST", "/v1/echo")]))
+
+    async def meta(_: Request) -> JSONResponse:
+        return JSONResponse(doc)
+
+    async def echo(request: Request) -> JSONResponse:
+        seen.append(dict(request.headers))
+        return JSONResponse({})
+
+    return Starlette(
+        routes=[Route("/v1/metadata", meta), Route("/v1/echo", echo, methods=["POST"])]
     )
-    assert resp.status_code == 200
-    seen = SCRIPT.seen_headers[-1]
-    assert seen["x-nexus-subject"] != "usr_admin"
-    assert seen["x-nexus-subject"].startswith("usr_")
-    assert seen["x-nexus-role"] == "user"
+
+
+def test_client_cannot_claim_an_identity(
+    auth_service: ServiceProcess, ollama: UvicornThread
+) -> None:
+    """A Nexus service behind the gateway gets the caller's real identity, never the one the
+    client sent; a server outside Nexus (Ollama here) gets none."""
+    spoof = {"X-Nexus-Subject": "usr_admin", "X-Nexus-Role": "admin"}
+    seen: list[dict[str, str]] = []
+    with (
+        UvicornThread(nexus_echo(seen)) as service,
+        running_gateway(auth_service.url, ollama.url,
+                        static_backends={"auth": auth_service.url, "echo": service.url}) as gw,
+    ):  # fmt: skip
+        key = user_key(gw)
+        bearer = {"Authorization": f"Bearer {key}", **spoof}
+        assert httpx.post(f"{gw}/v1/echo", json={}, headers=bearer).status_code == 200
+        chat = {"model": "llama3.2", "messages": MESSAGES}
+        assert httpx.post(f"{gw}/v1/chat/completions", json=chat, headers=bearer).status_code == 200
+    assert seen[-1]["x-nexus-subject"] != "usr_admin"
+    assert seen[-1]["x-nexus-subject"].startswith("usr_")
+    assert seen[-1]["x-nexus-role"] == "user"
+    to_ollama = SCRIPT.seen_headers[-1]
+    assert "x-nexus-subject" not in to_ollama
+    assert "x-nexus-role" not in to_ollama
 
 
 def test_two_gateways_share_one_limit_through_redis(

@@ -46,6 +46,8 @@ def _no_client_key_upstream() -> None:
         assert ADMIN_KEY not in str(seen)
         assert "x-api-key" not in seen
         assert "authorization" not in seen
+        assert "x-nexus-subject" not in seen  # the caller's identity is for Nexus services
+        assert "x-nexus-role" not in seen
 
 
 def test_anthropic_sdk_with_api_key_sends_x_api_key(gw: str) -> None:

@@ -78,12 +78,13 @@ def test_bad_static_openai_upstreams_name_the_variable(value: str) -> None:
         settings(nexus_openai_upstreams=value)
 
 
-def test_client_credentials_never_go_to_a_synthesized_upstream(
+def test_client_credentials_identity_and_cookies_never_go_to_a_synthesized_upstream(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     [hosted] = static_instances(settings(nexus_openai_upstreams="hosted=https://h"))
     sent = [("authorization", "Bearer nx-client"), ("x-api-key", "nx-client"),
-            ("api-key", "nx-client"), ("x-request-id", "r1")]  # fmt: skip
+            ("api-key", "nx-client"), ("x-nexus-subject", "usr_1"), ("x-nexus-role", "admin"),
+            ("cookie", "session=s"), ("x-request-id", "r1")]  # fmt: skip
     assert openai_upstream.forward_headers(hosted, sent) == [("x-request-id", "r1")]
     monkeypatch.setenv("NEXUS_UPSTREAM_KEY_HOSTED", "sk-up")
     assert openai_upstream.forward_headers(hosted, sent)[-1] == ("authorization", "Bearer sk-up")
