@@ -325,7 +325,7 @@ class Meter:
 class Tap:
     """``readany``/``at_eof``/``read`` over the upstream body, counting as it goes."""
 
-    __slots__ = ("_buf", "_content", "_copied", "_copy", "complete", "meter", "sse", "strip")
+    __slots__ = ("_buf", "_content", "_copied", "_copy", "meter", "sse", "strip")
 
     def __init__(self, meter: Meter, content: StreamReader, sse: bool, strip: bool) -> None:
         self.meter = meter
@@ -335,8 +335,7 @@ class Tap:
         self._buf = bytearray()
         self._copy: list[bytes] = []
         self._copied = 0
-        self.complete = False
-        meter.body_complete = False
+        meter.body_complete = False  # until the end is seen (``_end``)
 
     def __getattr__(self, name: str) -> Any:
         # aiohttp's own calls on ``response.content`` (exception, set_exception...) reach the
@@ -416,9 +415,9 @@ class Tap:
         return bool(data) and data != b"[DONE]" and self.meter.event(data)
 
     def _end(self) -> bytes:
-        if self.complete:
+        if self.meter.body_complete:
             return b""
-        self.complete = self.meter.body_complete = True
+        self.meter.body_complete = True
         if not self.sse:
             self.meter.read_json(b"".join(self._copy) if self._copied < _JSON_COPY_LIMIT else b"")
             self._copy.clear()
